@@ -1,0 +1,46 @@
+"""The `imgclf` Typer application. Subcommand modules import TensorFlow only when they run."""
+
+from __future__ import annotations
+
+import typer
+
+from imgclf import __version__
+from imgclf.cli import augment, datasets, evaluate, predict, split, train
+from imgclf.cli.common import DEBUG
+
+app = typer.Typer(
+    name="imgclf",
+    help="Train, evaluate and use image classifiers from folders of labelled images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"imgclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train, evaluate and use image classifiers from folders of labelled images."""
+    DEBUG["enabled"] = DEBUG["enabled"] or debug
+
+
+app.command("split")(split.split_command)
+app.command("augment")(augment.augment_command)
+app.command("train", context_settings={"allow_extra_args": False})(train.train_command)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("predict")(predict.predict_command)
+app.add_typer(datasets.app, name="datasets")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,72 @@
+"""`imgclf split`: stratified train/val/test manifests for a dataset folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from imgclf.cli.common import RichReporter, cli_errors, console, err_console
+from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_RATIOS
+
+
+def split_command(
+    src: Path = typer.Argument(..., help="Dataset root: one sub-folder per class, or train/ val/ test/ folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write train.csv, val.csv, test.csv, classes.json and split_report.json."),
+    ratios: str = typer.Option(DEFAULT_RATIOS, "--ratios", help="Train, val and test shares, summing to 1."),
+    seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same split."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", help="Skip images with more pixels (width x height) than this."),
+    drop_empty_classes: bool = typer.Option(False, "--drop-empty-classes/--no-drop-empty-classes", help="Leave out class folders without usable images instead of failing."),
+    json_output: bool = typer.Option(False, "--json", help="Print the split report as JSON on stdout."),
+) -> None:
+    """Split a folder of class folders into stratified train/val/test manifests (no files are copied)."""
+    with cli_errors():
+        from imgclf.scan import scan_dataset
+        from imgclf.splitting import parse_ratios, split_scan, write_split
+
+        shares = parse_ratios(ratios)
+        with RichReporter() as reporter:
+            reporter.progress_start("scan", f"scanning {src}", None)
+            scan = scan_dataset(src, max_image_pixels,
+                                progress=lambda done, total: reporter.progress_update("scan", done, total))
+            reporter.progress_end("scan")
+        split = split_scan(scan, shares, seed, drop_empty_classes)
+        folder = write_split(split, out)
+        if json_output:
+            typer.echo(json.dumps(json.loads((folder / "split_report.json").read_text("utf-8")), ensure_ascii=False))
+            return
+        render_split_summary(split.report, split.classes)
+        err_console.print(f"wrote {folder}/train.csv, val.csv, test.csv, classes.json and split_report.json")
+
+
+def render_split_summary(report: dict, classes: list[str]) -> None:
+    """Print per-class counts per split, then what was skipped or ignored and why."""
+    from rich.table import Table
+
+    table = Table(title=f"{report['images_used']} images in {len(classes)} classes ({report['files_scanned']} files scanned)")
+    table.add_column("class")
+    for name in ("train", "val", "test", "total"):
+        table.add_column(name, justify="right")
+    for name in classes:
+        row = report["counts"][name]
+        table.add_row(name, str(row["train"]), str(row["val"]), str(row["test"]), str(sum(row.values())))
+    totals = report["totals"]
+    table.add_row("[bold]all[/]", str(totals["train"]), str(totals["val"]), str(totals["test"]), str(report["images_used"]))
+    console.print(table)
+    for kind in ("skipped", "ignored"):
+        by_reason = report[f"{kind}_by_reason"]
+        if by_reason:
+            reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(by_reason.items()))
+            console.print(f"{kind}: {len(report[kind])} files ({reasons})")
+    for issue in report["skipped"][:10]:
+        err_console.print(f"  skipped {issue['path']}: {issue['detail']}", highlight=False)
+    if len(report["skipped"]) > 10:
+        err_console.print(f"  ... and {len(report['skipped']) - 10} more, listed in split_report.json")
+    if report["duplicate_groups"]:
+        console.print(f"duplicates: {len(report['duplicate_groups'])} groups of identical files, each kept in one split")
+    if report["leakage_across_given_splits"]:
+        console.print(f"[yellow]warning:[/] {len(report['leakage_across_given_splits'])} groups of identical files sit in "
+                      "different given splits (listed in split_report.json under leakage_across_given_splits)")
+    if report["empty_classes_dropped"]:
+        console.print(f"[yellow]warning:[/] dropped class folders without images: {', '.join(report['empty_classes_dropped'])}")

@@ -1,0 +1,223 @@
+"""Run configuration: the YAML schema, its validation, and KEY=VALUE overrides.
+
+A config is validated once, in `load_config`; everything downstream trusts it. Unknown keys
+are errors that name the dotted key, the file and the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imgclf.errors import ConfigError
+from imgclf.constants import DEFAULT_MAX_PIXELS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str = Field(description="A split folder written by `imgclf split`, or a dataset root of class folders.")
+    image_size: tuple[int, int] = Field((64, 64), description="Model input (height, width) in pixels; one int for a square.")
+    split_ratios: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train, val, test shares for a root that is split on the fly.")
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height decoded; larger files are skipped.")
+    cache_dir: Optional[str] = Field(None, description="Where decoded, resized images are cached; default ~/.cache/imgclf.")
+    drop_empty_classes: bool = False
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not all(8 <= side <= 2048 for side in value):
+            raise ValueError(f"each side must be between 8 and 2048 pixels, got {list(value)}")
+        return value
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) < 0 or value[0] <= 0:
+            raise ValueError(f"ratios must be non-negative with a positive train share, got {list(value)}")
+        if abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must sum to 1, got {list(value)} (sum {sum(value):g})")
+        return value
+
+
+class ModelConfig(_Section):
+    name: Literal["simple_cnn", "small_cnn"] = Field("small_cnn", description="simple_cnn: the classic Conv32-Pool-Conv64-Pool-Dense64; small_cnn: a stronger CNN with batch normalization.")
+    filters: tuple[int, ...] = Field((32, 64, 128), description="small_cnn: filters of each convolution block.")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(count < 1 for count in value):
+            raise ValueError(f"expected one or more positive filter counts, got {list(value)}")
+        return value
+
+
+class AugmentationConfig(_Section):
+    rotation_degrees: float = Field(0.0, ge=0.0, le=180.0)
+    width_shift: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the width.")
+    height_shift: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the height.")
+    shear_degrees: float = Field(0.0, ge=0.0, lt=90.0)
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn from [1 - zoom, 1 + zoom].")
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "nearest"
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.rotation_degrees, self.width_shift, self.height_shift, self.shear_degrees,
+                    self.zoom, self.horizontal_flip, self.vertical_flip))
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="adamw and sgd only.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only.")
+    early_stopping_patience: int = Field(5, ge=0, description="Epochs without improvement before stopping; 0 turns it off.")
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    top_k: int = Field(3, ge=2, description="k of the top-k accuracy metric, reported when there are more than k classes.")
+
+
+class OutputConfig(_Section):
+    runs_dir: str = Field("runs", description="Folder under which each run gets its own directory.")
+    name: Optional[str] = Field(None, description="Run directory name; default <config name>-<timestamp>.")
+    tensorboard: bool = True
+
+
+class RunConfig(_Section):
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+    train: TrainConfig = TrainConfig()
+    output: OutputConfig = OutputConfig()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, info in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_valid_keys(annotation, dotted + "."))
+    return keys
+
+
+def _nearest_key(dotted: str) -> Optional[str]:
+    candidates = _valid_keys(RunConfig)
+    section, _, leaf = dotted.rpartition(".")
+    same_section = [key for key in candidates if key.rpartition(".")[0] == section]
+    match = difflib.get_close_matches(dotted, same_section, n=1, cutoff=0.6)
+    if not match:
+        # A key put in the wrong section: compare the last part with every leaf.
+        leaves = {key.rpartition(".")[2]: key for key in candidates}
+        leaf_match = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+        match = [leaves[leaf_match[0]]] if leaf_match else []
+    return match[0] if match else None
+
+
+def _format_error(error: dict, source: str) -> str:
+    dotted = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        nearest = _nearest_key(dotted)
+        hint = f"; did you mean {nearest!r}?" if nearest else ""
+        return f"{source}: unknown key {dotted!r}{hint}"
+    if kind == "missing":
+        return f"{source}: missing required key {dotted!r}"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {dotted} = {value!r} is invalid: {message}"
+
+
+def validate_config(raw: dict, source: str) -> RunConfig:
+    """Validate a config mapping; `source` names the file in error messages."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, model, augmentation, train, output)")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(error, source) for error in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'train.epochs=3' into (['train', 'epochs'], 3); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example train.epochs=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    """Return a copy of `raw` with each KEY=VALUE override set at its dotted key."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = result
+        for part in keys[:-1]:
+            child = target.get(part)
+            if child is None:
+                child = target[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            target = child
+        target[keys[-1]] = value
+    return result
+
+
+def read_yaml(path: Union[str, os.PathLike]) -> dict:
+    """Read a YAML mapping from `path`; an empty file reads as {}."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(file.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    return raw if raw is not None else {}
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override and validate a run config.
+
+    Relative `data.path`, `data.cache_dir` and `output.runs_dir` values from the file are
+    taken relative to the current directory, as on the command line.
+
+    Raises:
+        ConfigError: naming the file and the dotted key at fault.
+    """
+    raw = apply_overrides(read_yaml(path), overrides)
+    source = str(path) + (" (with overrides)" if overrides else "")
+    return validate_config(raw, source)
+
+
+def save_config(config: RunConfig, path: Union[str, os.PathLike]) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), "utf-8")

@@ -1,0 +1,123 @@
+"""Evaluation of a run's model on one of its splits: metrics, confusion matrix, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from imgclf.errors import DatasetError, ModelError
+from imgclf.progress import Reporter
+from imgclf.runs import RUN_FILE, read_json, write_json
+from imgclf.splitting import SPLITS, read_split
+
+
+def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro and weighted averages, per-class precision/recall/F1/support and the confusion matrix.
+
+    Args:
+        y_true: int array (N,) of class indices.
+        probabilities: float array (N, n_classes).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+    labels = list(range(len(classes)))
+    y_pred = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    per_class = {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(classes)
+    }
+    result = {
+        "n_images": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(np.mean(precision)),
+        "macro_recall": float(np.mean(recall)),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    if len(classes) > 3:
+        result["top3_accuracy"] = float(top_k_accuracy_score(y_true, probabilities, k=3, labels=labels))
+    return result
+
+
+def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    """Save the confusion matrix as a PNG heat map with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    size = max(4.0, 0.55 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(counts, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(title)
+    threshold = counts.max() / 2 if counts.size else 0
+    for row in range(counts.shape[0]):
+        for column in range(counts.shape[1]):
+            axis.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=8,
+                      color="white" if counts[row, column] > threshold else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Optional[Reporter] = None) -> dict:
+    """Evaluate a run's model on `split_name` and write `evaluation/<split>_metrics.json`,
+    `<split>_confusion_matrix.json` and `<split>_confusion_matrix.png` in the run directory.
+
+    Returns the metrics dict (see `compute_metrics`) with `split` and `skipped` added.
+    """
+    from imgclf.config import load_config
+    from imgclf.pipeline import decode_split
+    from imgclf.prediction import Predictor
+
+    reporter = reporter or Reporter()
+    run = Path(run_dir)
+    if split_name not in SPLITS:
+        raise DatasetError(f"--split {split_name!r}: expected one of {', '.join(SPLITS)}")
+    if not (run / RUN_FILE).is_file():
+        raise ModelError(f"{run_dir}: not a finished run directory (no {RUN_FILE}); give a folder written by `imgclf train`")
+    record = read_json(run / RUN_FILE)
+    config = load_config(run / "config.yaml")
+    split_folder = record["data"].get("split_folder")
+    split = read_split(split_folder if split_folder else config.data.path)
+    rows = split.rows[split_name]
+    if not rows:
+        others = [name for name in SPLITS if split.rows[name] and name != split_name]
+        raise DatasetError(f"{split.folder}: the {split_name} split is empty; try --split {others[-1] if others else 'val'}")
+
+    predictor = Predictor.load(run, config.data.max_image_pixels)
+    if predictor.classes != split.classes:
+        raise ModelError(f"{run}: classes.json does not match the split's classes.json; the split was changed after training")
+    reporter.progress_start("decode", f"decoding {split_name}", len(rows))
+    decoded = decode_split(rows, split.classes, predictor.image_size, config.data.cache_dir, config.data.max_image_pixels,
+                           progress=lambda done, total: reporter.progress_update("decode", done, total))
+    reporter.progress_end("decode")
+    probabilities = np.concatenate([
+        predictor.predict_arrays(decoded.images[start:start + 256]) for start in range(0, len(decoded), 256)
+    ]) if len(decoded) else np.zeros((0, len(split.classes)), np.float32)
+
+    metrics = compute_metrics(decoded.labels, probabilities, split.classes)
+    metrics["split"] = split_name
+    metrics["classes"] = split.classes
+    metrics["skipped"] = [issue.__dict__ for issue in decoded.skipped]
+    out = run / "evaluation"
+    out.mkdir(exist_ok=True)
+    write_json(out / f"{split_name}_metrics.json", metrics)
+    write_json(out / f"{split_name}_confusion_matrix.json",
+               {"classes": split.classes, "rows": "true class", "columns": "predicted class",
+                "matrix": metrics["confusion_matrix"]})
+    plot_confusion_matrix(metrics["confusion_matrix"], split.classes, out / f"{split_name}_confusion_matrix.png",
+                          f"{run.name}: {split_name} split, accuracy {metrics['accuracy']:.3f}")
+    reporter.message(f"evaluated {len(decoded)} {split_name} images; results in {out}")
+    return metrics

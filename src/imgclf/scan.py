@@ -1,0 +1,277 @@
+"""Find and verify the images under a dataset root.
+
+Each top-level folder of the root is a class; files in nested folders belong to their
+top-level class. Files are recognised as images by content, whatever their extension or
+its letter case. Every file under the root ends up in exactly one of three lists:
+`records` (usable images), `skipped` (image-like files that cannot be used, with a
+reason) or `ignored` (operating-system junk and non-image files, with a reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from imgclf.errors import DatasetError, ImageError
+from imgclf.constants import DEFAULT_MAX_PIXELS
+from imgclf.imageio import load_first_frame, open_image
+
+# Extensions that make an unreadable file count as a broken image rather than a non-image.
+IMAGE_EXTENSIONS = {
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".tif", ".tiff", ".bmp",
+    ".dib", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".tga", ".heic", ".heif", ".avif",
+}
+OS_JUNK_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".directory", "icon\r", ".localized"}
+SYSTEM_FOLDERS = {"__macosx", ".git", ".svn", ".ipynb_checkpoints", "@eadir", ".trash", ".trashes"}
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One verified image: absolute path, class label, content hash and size in pixels."""
+
+    path: str
+    label: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class FileIssue:
+    """A file that is not used, with a machine-readable reason and a sentence for people."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class ScanResult:
+    """Everything found under a dataset root; `records` are sorted by path."""
+
+    root: str
+    records: list[ImageRecord] = field(default_factory=list)
+    skipped: list[FileIssue] = field(default_factory=list)
+    ignored: list[FileIssue] = field(default_factory=list)
+    class_folders: list[str] = field(default_factory=list)
+    # Set for a root that already holds train/val/test folders: record path -> split name.
+    split_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_files(self) -> int:
+        return len(self.records) + len(self.skipped) + len(self.ignored)
+
+
+def is_os_junk(name: str) -> bool:
+    """Tell whether a file name is operating-system metadata rather than user data."""
+    lowered = name.lower()
+    return lowered in OS_JUNK_NAMES or name.startswith("._")
+
+
+def verify_image(path: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageRecord:
+    """Read, hash and fully decode one file.
+
+    Raises:
+        ImageError: when the file is not a usable image; `reason` says why.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror})", reason="unreadable") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)", reason="empty")
+    image = open_image(data, path, max_pixels)
+    load_first_frame(image, path)
+    width, height = image.size
+    return ImageRecord(path, label, hashlib.sha256(data).hexdigest(), width, height)
+
+
+def walk_files(folder: Path, ignored: list[FileIssue]) -> list[Path]:
+    """List regular files under `folder`, sorted; junk and system folders go to `ignored`."""
+    found: list[Path] = []
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        system = [d for d in dirs if d.lower() in SYSTEM_FOLDERS]
+        for name in system:
+            for sub, _, sub_files in os.walk(Path(current) / name):
+                for file_name in sub_files:
+                    ignored.append(FileIssue(str(Path(sub) / file_name), "os_junk", f"inside system folder {name}"))
+        dirs[:] = sorted(d for d in dirs if d.lower() not in SYSTEM_FOLDERS)
+        for name in sorted(files):
+            path = Path(current) / name
+            if is_os_junk(name):
+                ignored.append(FileIssue(str(path), "os_junk", "operating-system metadata file"))
+            else:
+                found.append(path)
+    return found
+
+
+def _classify_failure(path: str, error: ImageError) -> tuple[str, FileIssue]:
+    """Sort an unreadable file into 'ignored' (not an image at all) or 'skipped' (a broken image)."""
+    extension = os.path.splitext(path)[1].lower()
+    if error.reason == "not_an_image" and extension not in IMAGE_EXTENSIONS:
+        return "ignored", FileIssue(path, "not_an_image", "not an image file")
+    return "skipped", FileIssue(path, error.reason, str(error))
+
+
+def _verify_all(
+    candidates: list[tuple[str, str]],
+    max_pixels: int,
+    progress: Optional[ProgressCallback],
+    result: ScanResult,
+) -> None:
+    def check(item: tuple[str, str]):
+        path, label = item
+        try:
+            return verify_image(path, label, max_pixels)
+        except ImageError as error:
+            return error
+
+    workers = max(1, min(16, (os.cpu_count() or 1) * 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, ((path, _), outcome) in enumerate(zip(candidates, pool.map(check, candidates)), start=1):
+            if isinstance(outcome, ImageRecord):
+                result.records.append(outcome)
+            else:
+                where, issue = _classify_failure(path, outcome)
+                getattr(result, where).append(issue)
+            if progress is not None:
+                progress(done, len(candidates))
+
+
+def find_split_folders(root: Path) -> dict[str, Path]:
+    """Map split names ('train', 'val', 'test') to folders when `root` is already split.
+
+    A root counts as split when it holds a `train` folder and at least one of `val`,
+    `valid`, `validation` or `test` (any letter case). Returns an empty dict otherwise.
+    """
+    folders: dict[str, Path] = {}
+    for child in sorted(root.iterdir()):
+        split = SPLIT_FOLDER_NAMES.get(child.name.lower())
+        if child.is_dir() and split is not None:
+            if split in folders:
+                raise DatasetError(
+                    f"{root}: both {folders[split].name}/ and {child.name}/ look like the {split} split; "
+                    "keep one of them"
+                )
+            folders[split] = child
+    if "train" in folders and len(folders) > 1:
+        return folders
+    return {}
+
+
+def _collect_class_files(
+    base: Path, ignored: list[FileIssue], skipped: list[FileIssue]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Return (path, label) candidates under `base` and the class folder names, sorted."""
+    candidates: list[tuple[str, str]] = []
+    classes: list[str] = []
+    for child in sorted(base.iterdir()):
+        if child.is_dir():
+            if child.name.lower() in SYSTEM_FOLDERS or child.name.startswith("."):
+                for path in walk_files(child, ignored):
+                    ignored.append(FileIssue(str(path), "os_junk", f"inside hidden or system folder {child.name}"))
+                continue
+            classes.append(child.name)
+            candidates.extend((str(path.resolve()), child.name) for path in walk_files(child, ignored))
+        elif child.is_file():
+            if is_os_junk(child.name):
+                ignored.append(FileIssue(str(child), "os_junk", "operating-system metadata file"))
+            else:
+                skipped.append(
+                    FileIssue(str(child), "outside_class_folder", "file at the top level, not inside a class folder")
+                )
+    return candidates, classes
+
+
+def scan_dataset(
+    root: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Optional[ProgressCallback] = None,
+) -> ScanResult:
+    """Scan a folder-per-class dataset root, or a root already split into train/val/test.
+
+    Raises:
+        DatasetError: when `root` is missing, not a folder, or holds no class folders.
+    """
+    base = Path(root)
+    if not base.exists():
+        raise DatasetError(f"{root}: dataset folder not found")
+    if not base.is_dir():
+        raise DatasetError(f"{root}: not a folder; give a folder holding one sub-folder per class")
+
+    result = ScanResult(root=str(base.resolve()))
+    split_folders = find_split_folders(base)
+    candidates: list[tuple[str, str]] = []
+    candidate_split: dict[str, str] = {}
+    class_names: set[str] = set()
+    if split_folders:
+        split_paths = {folder.resolve() for folder in split_folders.values()}
+        for child in sorted(base.iterdir()):
+            if child.resolve() in split_paths:
+                continue
+            where = "ignored" if is_os_junk(child.name) else "skipped"
+            files = walk_files(child, result.ignored) if child.is_dir() else [child]
+            for path in files:
+                reason = "os_junk" if where == "ignored" else "outside_split_folders"
+                detail = "operating-system metadata file" if where == "ignored" else (
+                    "not inside the train/val/test folders of an already split dataset")
+                getattr(result, where).append(FileIssue(str(path), reason, detail))
+        for split, folder in split_folders.items():
+            found, classes = _collect_class_files(folder, result.ignored, result.skipped)
+            candidates.extend(found)
+            candidate_split.update((path, split) for path, _ in found)
+            class_names.update(classes)
+    else:
+        candidates, classes = _collect_class_files(base, result.ignored, result.skipped)
+        class_names.update(classes)
+
+    if not class_names:
+        raise DatasetError(
+            f"{root}: no class folders found; a dataset root holds one sub-folder per class "
+            "(for example photos/cats/*.jpg and photos/dogs/*.jpg)"
+        )
+    result.class_folders = sorted(class_names)
+    _verify_all(candidates, max_pixels, progress, result)
+    result.records.sort(key=lambda record: record.path)
+    if split_folders:
+        result.split_of = {record.path: candidate_split[record.path] for record in result.records}
+    return result
+
+
+def iter_files(paths: Iterable[str]) -> list[str]:
+    """Expand files, folders (recursively) and glob patterns into a sorted, de-duplicated file list.
+
+    OS junk files inside folders are left out. Raises DatasetError for a path or pattern
+    that matches nothing.
+    """
+    import glob
+
+    found: list[str] = []
+    for entry in paths:
+        if any(char in entry for char in "*?["):
+            matches = sorted(glob.glob(entry, recursive=True))
+            if not matches:
+                raise DatasetError(f"{entry}: the pattern matches no file")
+        else:
+            if not os.path.exists(entry):
+                raise DatasetError(f"{entry}: file or folder not found")
+            matches = [entry]
+        for match in matches:
+            if os.path.isdir(match):
+                found.extend(str(path) for path in walk_files(Path(match), []))
+            else:
+                found.append(match)
+    seen: set[str] = set()
+    unique = []
+    for path in found:
+        if path not in seen:
+            seen.add(path)
+            unique.append(path)
+    return unique

@@ -1,0 +1,316 @@
+"""Stratified train/val/test splits written as manifests, and reading them back.
+
+A split folder holds `train.csv`, `val.csv`, `test.csv` (columns `path,label`, paths to the
+original files), `classes.json` (class names in index order) and `split_report.json`.
+
+Class order: class names sorted by Unicode code point (Python's `sorted`), the same order
+Keras' `image_dataset_from_directory` uses. Index i of every model output is `classes[i]`.
+
+Byte-identical files form one group that always lands in one split. Identical files under
+different classes are label conflicts: they are left out of every split and reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from imgclf.errors import DatasetError
+from imgclf.scan import FileIssue, ImageRecord, ScanResult
+
+SPLITS = ("train", "val", "test")
+MANIFEST_FIELDS = ("path", "label")
+
+
+@dataclass
+class Split:
+    """A dataset split: ordered class names and (path, label) rows per split."""
+
+    classes: list[str]
+    rows: dict[str, list[tuple[str, str]]]
+    folder: Optional[str] = None
+    report: dict = field(default_factory=dict)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split: {class: {split: n}}."""
+        table = {name: {split: 0 for split in SPLITS} for name in self.classes}
+        for split, rows in self.rows.items():
+            for _, label in rows:
+                table[label][split] += 1
+        return table
+
+    def manifest_hash(self) -> str:
+        """SHA-256 over the class list and every manifest row, identifying the data a run used."""
+        digest = hashlib.sha256(json.dumps(self.classes, ensure_ascii=False).encode())
+        for split in SPLITS:
+            for path, label in self.rows.get(split, []):
+                digest.update(f"{split}\t{path}\t{label}\n".encode())
+        return digest.hexdigest()
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """Parse '0.7,0.15,0.15' into three ratios that sum to 1."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        raise DatasetError(f"--ratios {text!r}: expected three numbers such as 0.7,0.15,0.15") from None
+    return validate_ratios(values, f"--ratios {text!r}")
+
+
+def validate_ratios(values: Sequence[float], where: str) -> tuple[float, float, float]:
+    """Check three train/val/test ratios: non-negative, train positive, summing to 1 (within 1e-6)."""
+    if len(values) != 3:
+        raise DatasetError(f"{where}: expected three ratios (train, val, test), got {len(values)}")
+    train, val, test = (float(value) for value in values)
+    if min(train, val, test) < 0 or train <= 0:
+        raise DatasetError(f"{where}: ratios must be non-negative and the train ratio positive")
+    if abs(train + val + test - 1.0) > 1e-6:
+        raise DatasetError(f"{where}: ratios sum to {train + val + test:g}; they must sum to 1")
+    return train, val, test
+
+
+def _group_duplicates(records: list[ImageRecord]) -> tuple[list[list[ImageRecord]], list[FileIssue], list[list[str]]]:
+    """Group records by content hash.
+
+    Returns the usable groups (one label each), the files left out as label conflicts, and
+    the duplicate groups (paths) that were kept together.
+    """
+    by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        by_hash[record.sha256].append(record)
+    groups: list[list[ImageRecord]] = []
+    conflicts: list[FileIssue] = []
+    duplicate_groups: list[list[str]] = []
+    for members in by_hash.values():
+        labels = sorted({member.label for member in members})
+        if len(labels) > 1:
+            paths = [member.path for member in members]
+            for member in members:
+                others = ", ".join(path for path in paths if path != member.path)
+                conflicts.append(FileIssue(
+                    member.path,
+                    "label_conflict",
+                    f"identical content is labelled {', '.join(repr(label) for label in labels)} "
+                    f"(also at {others}); keep the file under one class",
+                ))
+            continue
+        groups.append(members)
+        if len(members) > 1:
+            duplicate_groups.append([member.path for member in members])
+    groups.sort(key=lambda members: members[0].path)
+    return groups, conflicts, duplicate_groups
+
+
+def _check_class_sizes(label_counts: Counter, ratios: tuple[float, float, float]) -> None:
+    needed = sum(1 for ratio in ratios if ratio > 0)
+    small = sorted((label, count) for label, count in label_counts.items() if count < needed)
+    if small:
+        names = ", ".join(f"{label!r} ({count} image{'s' if count != 1 else ''})" for label, count in small)
+        split_names = [name for name, ratio in zip(SPLITS, ratios) if ratio > 0]
+        raise DatasetError(
+            f"too few images to stratify class {names}: each class needs at least {needed} distinct images, "
+            f"one for each of {', '.join(split_names)}; add images to it, merge it into another class, "
+            "or remove its folder"
+        )
+
+
+def _stratified_assign(labels: list[str], ratios: tuple[float, float, float], seed: int) -> list[str]:
+    """Assign each unit to a split with scikit-learn's stratified shuffle split, in two stages."""
+    from sklearn.model_selection import train_test_split
+
+    train_ratio, val_ratio, test_ratio = ratios
+    indices = np.arange(len(labels))
+    label_array = np.array(labels)
+    assignment = np.empty(len(labels), dtype=object)
+    rest = indices
+    try:
+        if test_ratio > 0:
+            rest, test = train_test_split(indices, test_size=test_ratio, stratify=label_array, random_state=seed)
+            assignment[test] = "test"
+        if val_ratio > 0:
+            val_share = val_ratio / (train_ratio + val_ratio)
+            rest, val = train_test_split(rest, test_size=val_share, stratify=label_array[rest], random_state=seed)
+            assignment[val] = "val"
+    except ValueError as exc:
+        n_classes = len(set(labels))
+        raise DatasetError(
+            f"cannot split {len(labels)} images of {n_classes} classes with ratios "
+            f"{train_ratio:g},{val_ratio:g},{test_ratio:g}: {exc}; add images or raise the val/test ratios "
+            f"so that each of val and test gets at least {n_classes} images"
+        ) from None
+    assignment[rest] = "train"
+    return list(assignment)
+
+
+def _check_empty_classes(scan: ScanResult, usable_labels: set[str], drop_empty_classes: bool) -> list[str]:
+    empty = [name for name in scan.class_folders if name not in usable_labels]
+    if empty and not drop_empty_classes:
+        raise DatasetError(
+            f"{scan.root}: class folder(s) without usable images: {', '.join(repr(name) for name in empty)}; "
+            "add images, remove the folder(s), or pass --drop-empty-classes to leave them out"
+        )
+    return empty
+
+
+def split_scan(
+    scan: ScanResult,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+    drop_empty_classes: bool = False,
+) -> Split:
+    """Split scanned images into train/val/test, stratified by class, duplicates kept together.
+
+    For a root that was already split (train/ plus val/ and/or test/), the given split is
+    kept; when it has no val folder, val is split off train with the val share of
+    `ratios`. Duplicates found across the given splits are reported as leakage.
+
+    Raises:
+        DatasetError: for classes without images, classes too small for the ratios, or
+            fewer than two classes.
+    """
+    ratios = validate_ratios(ratios, "split ratios")
+    groups, conflicts, duplicate_groups = _group_duplicates(scan.records)
+    usable_labels = {members[0].label for members in groups}
+    empty_classes = _check_empty_classes(scan, usable_labels, drop_empty_classes)
+    classes = sorted(usable_labels)
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{scan.root}: found {len(classes)} class with images ({', '.join(classes) or 'none'}); "
+            "a classifier needs at least two class folders"
+        )
+
+    rows: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+    leakage: list[list[str]] = []
+    if scan.split_of:
+        _keep_given_split(groups, scan.split_of, ratios, seed, rows, leakage)
+    else:
+        label_counts = Counter(members[0].label for members in groups)
+        _check_class_sizes(label_counts, ratios)
+        assignment = _stratified_assign([members[0].label for members in groups], ratios, seed)
+        for members, split in zip(groups, assignment):
+            rows[split].extend((member.path, member.label) for member in members)
+    for split in SPLITS:
+        rows[split].sort()
+
+    split = Split(classes=classes, rows=rows)
+    split.report = _build_report(scan, split, ratios, seed, conflicts, duplicate_groups, leakage, empty_classes)
+    return split
+
+
+def _keep_given_split(groups, split_of, ratios, seed, rows, leakage) -> None:
+    has_val = any(split_of[members[0].path] == "val" for members in groups)
+    carve_val: list[list[ImageRecord]] = []
+    for members in groups:
+        splits = {split_of[member.path] for member in members}
+        if len(splits) > 1:
+            leakage.append([member.path for member in members])
+        for member in members:
+            where = split_of[member.path]
+            if where == "train" and not has_val and ratios[1] > 0:
+                continue
+            rows[where].append((member.path, member.label))
+        if not has_val and ratios[1] > 0:
+            train_members = [member for member in members if split_of[member.path] == "train"]
+            if train_members:
+                carve_val.append(train_members)
+    if carve_val:
+        val_share = ratios[1] / (ratios[0] + ratios[1])
+        sub_ratios = (1.0 - val_share, val_share, 0.0)
+        labels = [members[0].label for members in carve_val]
+        _check_class_sizes(Counter(labels), sub_ratios)
+        assignment = _stratified_assign(labels, sub_ratios, seed)
+        for members, where in zip(carve_val, assignment):
+            rows[where].extend((member.path, member.label) for member in members)
+
+
+def _build_report(scan, split, ratios, seed, conflicts, duplicate_groups, leakage, empty_classes) -> dict:
+    skipped = scan.skipped + conflicts
+    return {
+        "root": scan.root,
+        "ratios": list(ratios),
+        "seed": seed,
+        "already_split": bool(scan.split_of),
+        "classes": split.classes,
+        "counts": split.counts(),
+        "totals": {name: len(rows) for name, rows in split.rows.items()},
+        "files_scanned": scan.n_files,
+        "images_used": sum(len(rows) for rows in split.rows.values()),
+        "skipped": [issue.__dict__ for issue in skipped],
+        "ignored": [issue.__dict__ for issue in scan.ignored],
+        "skipped_by_reason": dict(Counter(issue.reason for issue in skipped)),
+        "ignored_by_reason": dict(Counter(issue.reason for issue in scan.ignored)),
+        "duplicate_groups": duplicate_groups,
+        "leakage_across_given_splits": leakage,
+        "empty_classes_dropped": empty_classes,
+    }
+
+
+def write_split(split: Split, out: str | os.PathLike) -> Path:
+    """Write the manifests, classes.json and split_report.json into `out` (created if needed)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(MANIFEST_FIELDS)
+            writer.writerows(split.rows.get(name, []))
+    (folder / "classes.json").write_text(json.dumps(split.classes, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    report = dict(split.report, manifest_sha256=split.manifest_hash())
+    (folder / "split_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    split.folder = str(folder)
+    return folder
+
+
+def is_split_folder(path: str | os.PathLike) -> bool:
+    """Tell whether `path` holds the manifests that `write_split` writes."""
+    folder = Path(path)
+    return (folder / "classes.json").is_file() and (folder / "train.csv").is_file()
+
+
+def _read_manifest(path: Path, classes: list[str]) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    known = set(classes)
+    rows: list[tuple[str, str]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in MANIFEST_FIELDS if name not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; a manifest has columns path,label")
+        for line, row in enumerate(reader, start=2):
+            label = row["label"]
+            if label not in known:
+                raise DatasetError(
+                    f"{path}, line {line}: label {label!r} is not in classes.json ({', '.join(classes)})"
+                )
+            file_path = row["path"]
+            if not os.path.isabs(file_path):
+                file_path = str((path.parent / file_path).resolve())
+            rows.append((file_path, label))
+    return rows
+
+
+def read_split(folder: str | os.PathLike) -> Split:
+    """Read a split folder written by `write_split` (relative paths resolve against the folder)."""
+    base = Path(folder)
+    if not is_split_folder(base):
+        raise DatasetError(f"{folder}: not a split folder (expected classes.json and train.csv; run `imgclf split`)")
+    try:
+        classes = json.loads((base / "classes.json").read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{base / 'classes.json'}: invalid JSON ({exc})") from None
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes) or len(classes) < 2:
+        raise DatasetError(f"{base / 'classes.json'}: expected a JSON list of at least two class names")
+    rows = {name: _read_manifest(base / f"{name}.csv", classes) for name in SPLITS}
+    report_path = base / "split_report.json"
+    report = json.loads(report_path.read_text("utf-8")) if report_path.is_file() else {}
+    return Split(classes=classes, rows=rows, folder=str(base), report=report)
