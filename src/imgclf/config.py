@@ -126,14 +126,16 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 def _nearest_key(dotted: str) -> Optional[str]:
     candidates = _valid_keys(RunConfig)
     section, _, leaf = dotted.rpartition(".")
+    leaves = {key.rpartition(".")[2]: key for key in candidates}
+    if leaf in leaves:
+        # The right key in the wrong section.
+        return leaves[leaf]
     same_section = [key for key in candidates if key.rpartition(".")[0] == section]
     match = difflib.get_close_matches(dotted, same_section, n=1, cutoff=0.6)
-    if not match:
-        # A key put in the wrong section: compare the last part with every leaf.
-        leaves = {key.rpartition(".")[2]: key for key in candidates}
-        leaf_match = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
-        match = [leaves[leaf_match[0]]] if leaf_match else []
-    return match[0] if match else None
+    if match:
+        return match[0]
+    leaf_match = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    return leaves[leaf_match[0]] if leaf_match else None
 
 
 def _format_error(error: dict, source: str) -> str:

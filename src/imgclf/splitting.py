@@ -123,32 +123,40 @@ def _check_class_sizes(label_counts: Counter, ratios: tuple[float, float, float]
         )
 
 
-def _stratified_assign(labels: list[str], ratios: tuple[float, float, float], seed: int) -> list[str]:
-    """Assign each unit to a split with scikit-learn's stratified shuffle split, in two stages."""
-    from sklearn.model_selection import train_test_split
+def _allocate(count: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Split `count` units of one class into per-split sizes: rounded shares, at least one for each
+    split with a positive ratio, the remainder going to train."""
+    sizes = [0, 0, 0]
+    for index in (2, 1):
+        if ratios[index] > 0:
+            sizes[index] = max(1, int(round(count * ratios[index])))
+    while sum(sizes[1:]) > count - 1:
+        largest = 1 if sizes[1] >= sizes[2] else 2
+        sizes[largest] -= 1
+    sizes[0] = count - sizes[1] - sizes[2]
+    return sizes
 
-    train_ratio, val_ratio, test_ratio = ratios
-    indices = np.arange(len(labels))
-    label_array = np.array(labels)
-    assignment = np.empty(len(labels), dtype=object)
-    rest = indices
-    try:
-        if test_ratio > 0:
-            rest, test = train_test_split(indices, test_size=test_ratio, stratify=label_array, random_state=seed)
-            assignment[test] = "test"
-        if val_ratio > 0:
-            val_share = val_ratio / (train_ratio + val_ratio)
-            rest, val = train_test_split(rest, test_size=val_share, stratify=label_array[rest], random_state=seed)
-            assignment[val] = "val"
-    except ValueError as exc:
-        n_classes = len(set(labels))
-        raise DatasetError(
-            f"cannot split {len(labels)} images of {n_classes} classes with ratios "
-            f"{train_ratio:g},{val_ratio:g},{test_ratio:g}: {exc}; add images or raise the val/test ratios "
-            f"so that each of val and test gets at least {n_classes} images"
-        ) from None
-    assignment[rest] = "train"
-    return list(assignment)
+
+def _stratified_assign(labels: list[str], ratios: tuple[float, float, float], seed: int) -> list[str]:
+    """Assign each unit to a split, class by class.
+
+    Each class is shuffled with its own seeded generator and cut by its own rounded shares,
+    so every class with at least one unit per split appears in every split. Scikit-learn's
+    StratifiedShuffleSplit rounds over the whole dataset and can leave a small class out
+    of val or test, or refuse a test split with fewer images than classes.
+    """
+    assignment = [""] * len(labels)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_class[label].append(index)
+    for class_index, label in enumerate(sorted(by_class)):
+        members = by_class[label]
+        order = np.random.default_rng([seed, class_index]).permutation(len(members))
+        sizes = _allocate(len(members), ratios)
+        names = ["train"] * sizes[0] + ["val"] * sizes[1] + ["test"] * sizes[2]
+        for position, name in zip(order, names):
+            assignment[members[position]] = name
+    return assignment
 
 
 def _check_empty_classes(scan: ScanResult, usable_labels: set[str], drop_empty_classes: bool) -> list[str]:

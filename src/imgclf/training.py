@@ -164,7 +164,9 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
     callbacks, checkpoint, guard, progress = _callbacks(config, run_dir, reporter, len(train_images))
 
     started = time.perf_counter()
-    history = model.fit(train_data, validation_data=val_data, epochs=config.train.epochs, callbacks=callbacks, verbose=0)
+    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+    history = model.fit(train_data, validation_data=val_data, epochs=config.train.epochs, callbacks=callbacks, verbose=0,
+                        shuffle=False)
     seconds = time.perf_counter() - started
     if guard.failure is not None:
         raise TrainingError(guard.failure)

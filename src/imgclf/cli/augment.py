@@ -18,12 +18,13 @@ def augment_command(
     variants: int = typer.Option(6, "--variants", min=1, max=16, help="Augmented versions per image (columns after the original)."),
 ) -> None:
     """Write a grid of augmented versions of a few training images."""
-    quiet_tensorflow()
     setup_logging()
     with cli_errors():
-        from imgclf.augment_preview import write_preview
         from imgclf.config import load_config
 
         run_config = load_config(config, overrides or [])
+        quiet_tensorflow()
+        from imgclf.augment_preview import write_preview
+
         count = write_preview(run_config, preview, images, variants)
         err_console.print(f"wrote {preview}: {count} images x {variants} augmented versions")

@@ -16,13 +16,14 @@ def train_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     """Train a model; the only line on stdout is the run directory."""
-    quiet_tensorflow()
     setup_logging(verbose)
     with cli_errors():
         from imgclf.config import load_config
-        from imgclf.training import train
 
         run_config = load_config(config, overrides or [])
+        quiet_tensorflow()
+        from imgclf.training import train
+
         with RichReporter() as reporter:
             result = train(run_config, reporter, config_name=config.stem)
         typer.echo(str(result.run_dir))
