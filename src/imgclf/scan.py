@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from PIL import Image
+
 from imgclf.errors import DatasetError, ImageError
 from imgclf.constants import DEFAULT_MAX_PIXELS
 from imgclf.imageio import load_first_frame, open_image
@@ -97,12 +99,15 @@ def walk_files(folder: Path, ignored: list[FileIssue]) -> list[Path]:
     """List regular files under `folder`, sorted; junk and system folders go to `ignored`."""
     found: list[Path] = []
     for current, dirs, files in os.walk(folder, followlinks=False):
-        system = [d for d in dirs if d.lower() in SYSTEM_FOLDERS]
+        # Hidden folders are skipped at every depth, as they are at the top level of a dataset root.
+        system = [d for d in dirs if d.lower() in SYSTEM_FOLDERS or d.startswith(".")]
         for name in system:
             for sub, _, sub_files in os.walk(Path(current) / name):
                 for file_name in sub_files:
-                    ignored.append(FileIssue(str(Path(sub) / file_name), "os_junk", f"inside system folder {name}"))
-        dirs[:] = sorted(d for d in dirs if d.lower() not in SYSTEM_FOLDERS)
+                    ignored.append(
+                        FileIssue(str(Path(sub) / file_name), "os_junk", f"inside hidden or system folder {name}")
+                    )
+        dirs[:] = sorted(d for d in dirs if d not in system)
         for name in sorted(files):
             path = Path(current) / name
             if is_os_junk(name):
@@ -117,6 +122,9 @@ def _classify_failure(path: str, error: ImageError) -> tuple[str, FileIssue]:
     extension = os.path.splitext(path)[1].lower()
     if error.reason == "not_an_image" and extension not in IMAGE_EXTENSIONS:
         return "ignored", FileIssue(path, "not_an_image", "not an image file")
+    if error.reason == "empty" and extension not in IMAGE_EXTENSIONS:
+        # An empty placeholder such as .gitkeep is not a broken image.
+        return "ignored", FileIssue(path, "empty", "empty file (0 bytes) without an image extension")
     return "skipped", FileIssue(path, error.reason, str(error))
 
 
@@ -166,6 +174,17 @@ def find_split_folders(root: Path) -> dict[str, Path]:
     return {}
 
 
+def _looks_like_image(path: Path) -> bool:
+    """Tell from the extension or the header whether a stray file is an image."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
 def _collect_class_files(
     base: Path, ignored: list[FileIssue], skipped: list[FileIssue]
 ) -> tuple[list[tuple[str, str]], list[str]]:
@@ -183,10 +202,12 @@ def _collect_class_files(
         elif child.is_file():
             if is_os_junk(child.name):
                 ignored.append(FileIssue(str(child), "os_junk", "operating-system metadata file"))
-            else:
+            elif _looks_like_image(child):
                 skipped.append(
-                    FileIssue(str(child), "outside_class_folder", "file at the top level, not inside a class folder")
+                    FileIssue(str(child), "outside_class_folder", "image at the top level, not inside a class folder")
                 )
+            else:
+                ignored.append(FileIssue(str(child), "not_an_image", "not an image file"))
     return candidates, classes
 
 

@@ -45,9 +45,14 @@ def quiet_tensorflow() -> None:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    from rich.logging import RichHandler
+    """Send the `imgclf` logger to stderr: Rich formatting on a terminal, plain lines otherwise."""
+    if err_console.is_terminal:
+        from rich.logging import RichHandler
 
-    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+        handler: logging.Handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("imgclf")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -44,7 +44,8 @@ def _render(results, json_output: bool) -> int:
 
         table = Table()
         for column in ("path", "class", "confidence", "top k"):
-            table.add_column(column, justify="right" if column == "confidence" else "left")
+            table.add_column(column, justify="right" if column == "confidence" else "left",
+                             overflow="fold" if column == "path" else "ellipsis")
     for result in results:
         if result.error is not None:
             failures += 1
