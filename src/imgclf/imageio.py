@@ -19,6 +19,9 @@ Policies, applied in this order:
      scaled from [0, 65535] to [0, 255] by `round(v / 257)`, values outside that range
      clipped. 32-bit float `F` is read as [0, 1] when every value lies there, otherwise as
      [0, 255]; either way clipped and rounded to 8 bits.
+   - NOTE: 16-bit colour files (a 48-bit RGB or 64-bit RGBA PNG, a 16-bit grey PNG with
+     alpha) reach this module already reduced to 8 bits by Pillow, which keeps the high
+     byte (`v >> 8`). That differs from `round(v / 257)` by at most 1.
 5. Resizing (`load_image` only): bilinear with Pillow's antialiasing, to exactly
    `(height, width)`; the aspect ratio is not kept ("stretch", as Keras'
    `flow_from_directory` does).
@@ -72,6 +75,14 @@ def _read_bytes(source: Source) -> bytes:
     return data
 
 
+def _raise_pillow_pixel_limit(max_pixels: int) -> None:
+    # Pillow itself warns above Image.MAX_IMAGE_PIXELS and rejects images over twice that
+    # (`Image._decompression_bomb_check` in Pillow 13), so a higher `max_pixels` must raise it too.
+    # NOTE: Pillow's limit is process-wide, and this function only ever raises it.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open encoded image bytes and check the pixel limit from the header alone.
 
@@ -81,6 +92,7 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         ImageError: `not_an_image` when no decoder recognises the bytes,
             `too_many_pixels` when width x height exceeds `max_pixels`.
     """
+    _raise_pillow_pixel_limit(max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -135,6 +147,9 @@ def _float_to_l(image: Image.Image) -> Image.Image:
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
+    if image.mode == "La":
+        # Pillow converts premultiplied La only to LA.
+        image = image.convert("LA")
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
     return Image.alpha_composite(background, rgba).convert("RGB")

@@ -110,11 +110,21 @@ def _group_duplicates(records: list[ImageRecord]) -> tuple[list[list[ImageRecord
     return groups, conflicts, duplicate_groups
 
 
-def _check_class_sizes(label_counts: Counter, ratios: tuple[float, float, float]) -> None:
+def _describe_class_size(label: str, n_distinct: int, n_files: int) -> str:
+    if n_files == n_distinct:
+        return f"{label!r} ({n_distinct} image{'s' if n_distinct != 1 else ''})"
+    return f"{label!r} ({n_distinct} distinct of {n_files} images; byte-identical copies count once)"
+
+
+def _check_class_sizes(
+    label_counts: Counter, ratios: tuple[float, float, float], file_counts: Optional[Counter] = None
+) -> None:
+    """Raise when a class has fewer distinct images (`label_counts`) than splits to fill."""
     needed = sum(1 for ratio in ratios if ratio > 0)
     small = sorted((label, count) for label, count in label_counts.items() if count < needed)
     if small:
-        names = ", ".join(f"{label!r} ({count} image{'s' if count != 1 else ''})" for label, count in small)
+        file_counts = file_counts or label_counts
+        names = ", ".join(_describe_class_size(label, count, file_counts[label]) for label, count in small)
         split_names = [name for name, ratio in zip(SPLITS, ratios) if ratio > 0]
         raise DatasetError(
             f"too few images to stratify class {names}: each class needs at least {needed} distinct images, "
@@ -202,7 +212,8 @@ def split_scan(
         _keep_given_split(groups, scan.split_of, ratios, seed, rows, leakage)
     else:
         label_counts = Counter(members[0].label for members in groups)
-        _check_class_sizes(label_counts, ratios)
+        file_counts = Counter(member.label for members in groups for member in members)
+        _check_class_sizes(label_counts, ratios, file_counts)
         assignment = _stratified_assign([members[0].label for members in groups], ratios, seed)
         for members, split in zip(groups, assignment):
             rows[split].extend((member.path, member.label) for member in members)
@@ -259,7 +270,17 @@ def _build_report(scan, split, ratios, seed, conflicts, duplicate_groups, leakag
         "duplicate_groups": duplicate_groups,
         "leakage_across_given_splits": leakage,
         "empty_classes_dropped": empty_classes,
+        "class_imbalance_ratio": _imbalance_ratio(split),
     }
+
+
+def _imbalance_ratio(split: Split) -> float:
+    """Images in the largest class divided by images in the smallest, over all splits, to 2 decimals.
+
+    Every class in `split.classes` has at least one image, so the divisor is never 0.
+    """
+    totals = [sum(per_split.values()) for per_split in split.counts().values()]
+    return round(max(totals) / min(totals), 2)
 
 
 def write_split(split: Split, out: str | os.PathLike) -> Path:
