@@ -163,3 +163,21 @@ def test_class_order_is_code_point_order(tmp_path):
     classes = {"b": (200, 0, 0), "B": (0, 200, 0), "ä": (0, 0, 200), "a": (100, 100, 0)}
     root = make_dataset(tmp_path / "photos", per_class=3, classes=classes)
     assert split_scan(scan_dataset(root), seed=1).classes == ["B", "a", "b", "ä"]
+
+
+def test_data_warnings_name_imbalance_and_small_classes(tmp_path):
+    from imgclf.splitting import data_warnings
+
+    root = make_dataset(tmp_path / "photos", per_class=44, classes={"many": (200, 0, 0)})
+    make_dataset(root, per_class=4, classes={"few": (0, 0, 200)})
+    warnings = data_warnings(split_scan(scan_dataset(root), seed=1))
+    assert len(warnings) == 2
+    assert "class imbalance 11.0:1 ('many' has 44 images, 'few' 4)" in warnings[0]
+    assert "training images in class(es) 'few'" in warnings[1]
+
+
+def test_data_warnings_silent_for_balanced_classes(tmp_path):
+    from imgclf.splitting import data_warnings
+
+    root = make_dataset(tmp_path / "photos", per_class=30)
+    assert data_warnings(split_scan(scan_dataset(root), seed=1)) == []

@@ -181,7 +181,9 @@ def _looks_like_image(path: Path) -> bool:
     try:
         with Image.open(path):
             return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        return True
+    except (OSError, ValueError, SyntaxError):
         return False
 
 

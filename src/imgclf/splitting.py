@@ -283,6 +283,31 @@ def _imbalance_ratio(split: Split) -> float:
     return round(max(totals) / min(totals), 2)
 
 
+IMBALANCE_WARNING_RATIO = 10.0
+FEW_IMAGES_PER_CLASS = 20
+
+
+def data_warnings(split: Split) -> list[str]:
+    """Warnings about class imbalance and classes with few training images, for people to read."""
+    warnings = []
+    totals = {name: sum(per_split.values()) for name, per_split in split.counts().items()}
+    largest = max(totals, key=totals.get)
+    smallest = min(totals, key=totals.get)
+    ratio = totals[largest] / totals[smallest]
+    if ratio > IMBALANCE_WARNING_RATIO:
+        warnings.append(
+            f"class imbalance {ratio:.1f}:1 ({largest!r} has {totals[largest]} images, {smallest!r} {totals[smallest]}); "
+            "accuracy alone will flatter the model, so read per-class recall and macro F1 from `imgclf evaluate`"
+        )
+    few = sorted(name for name, per_split in split.counts().items() if per_split["train"] < FEW_IMAGES_PER_CLASS)
+    if few:
+        warnings.append(
+            f"fewer than {FEW_IMAGES_PER_CLASS} training images in class(es) {', '.join(repr(name) for name in few)}; "
+            "expect a large gap between training and validation accuracy, and add images where you can"
+        )
+    return warnings
+
+
 def write_split(split: Split, out: str | os.PathLike) -> Path:
     """Write the manifests, classes.json and split_report.json into `out` (created if needed)."""
     folder = Path(out)

@@ -15,7 +15,7 @@ from imgclf.errors import DatasetError, TrainingError
 from imgclf.progress import Reporter
 from imgclf.runs import CLASSES_FILE, MODEL_FILE, RUN_FILE, new_run_dir, versions, write_json
 from imgclf.scan import scan_dataset
-from imgclf.splitting import Split, is_split_folder, read_split, split_scan, write_split
+from imgclf.splitting import Split, data_warnings, is_split_folder, read_split, split_scan, write_split
 
 log = logging.getLogger("imgclf")
 
@@ -133,6 +133,8 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
     reporter.message(f"run directory {run_dir}")
 
     split = prepare_split(config, run_dir, reporter)
+    for warning in data_warnings(split):
+        log.warning("warning: %s", warning)
     write_json(run_dir / CLASSES_FILE, split.classes)
     train_images = _decode(split, "train", config, reporter)
     val_images = _decode(split, "val", config, reporter)
@@ -182,6 +184,12 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
         train_images_per_second=progress.median_images_per_second(),
     )
     _write_run_record(config, split, run_dir, result, seconds, train_images.skipped + val_images.skipped)
+    best = result.best_metrics
+    if "accuracy" in best and "val_accuracy" in best:
+        reporter.message(
+            f"train/validation gap at the best epoch: accuracy {best['accuracy']:.4f} vs val_accuracy "
+            f"{best['val_accuracy']:.4f} ({best['accuracy'] - best['val_accuracy']:+.4f})"
+        )
     reporter.message(
         f"best epoch {result.best_epoch}/{result.epochs_run}: "
         + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items() if key != "epoch")

@@ -23,7 +23,7 @@ def split_command(
     """Split a folder of class folders into stratified train/val/test manifests (no files are copied)."""
     with cli_errors():
         from imgclf.scan import scan_dataset
-        from imgclf.splitting import parse_ratios, split_scan, write_split
+        from imgclf.splitting import data_warnings, parse_ratios, split_scan, write_split
 
         shares = parse_ratios(ratios)
         with RichReporter() as reporter:
@@ -36,11 +36,11 @@ def split_command(
         if json_output:
             typer.echo(json.dumps(json.loads((folder / "split_report.json").read_text("utf-8")), ensure_ascii=False))
             return
-        render_split_summary(split.report, split.classes)
+        render_split_summary(split.report, split.classes, data_warnings(split))
         err_console.print(f"wrote {folder}/train.csv, val.csv, test.csv, classes.json and split_report.json")
 
 
-def render_split_summary(report: dict, classes: list[str]) -> None:
+def render_split_summary(report: dict, classes: list[str], warnings: list[str]) -> None:
     """Print per-class counts per split, then what was skipped or ignored and why."""
     from rich.table import Table
 
@@ -68,5 +68,7 @@ def render_split_summary(report: dict, classes: list[str]) -> None:
     if report["leakage_across_given_splits"]:
         console.print(f"[yellow]warning:[/] {len(report['leakage_across_given_splits'])} groups of identical files sit in "
                       "different given splits (listed in split_report.json under leakage_across_given_splits)")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if report["empty_classes_dropped"]:
         console.print(f"[yellow]warning:[/] dropped class folders without images: {', '.join(report['empty_classes_dropped'])}")
