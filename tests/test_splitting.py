@@ -181,3 +181,36 @@ def test_data_warnings_silent_for_balanced_classes(tmp_path):
 
     root = make_dataset(tmp_path / "photos", per_class=30)
     assert data_warnings(split_scan(scan_dataset(root), seed=1)) == []
+
+
+def test_manifest_csv_is_scanned_and_split(tmp_path):
+    root = make_dataset(tmp_path / "photos", per_class=6)
+    lines = ["path,label"] + [f"photos/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(root.rglob("*.*"))]
+    lines.append("photos/cat/absent.jpg,cat")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    scan = scan_dataset(tmp_path)
+    assert len(scan.records) == 18
+    assert [(issue.reason, issue.path.rsplit("/", 1)[1]) for issue in scan.skipped] == [("missing", "absent.jpg")]
+    split = split_scan(scan, seed=1)
+    assert split.classes == ["cat", "dog", "fish"]
+    assert sum(split.report["totals"].values()) == 18
+
+
+def test_manifest_split_column_is_kept(tmp_path):
+    root = make_dataset(tmp_path / "photos", per_class=6)
+    files = sorted(root.rglob("*.*"))
+    lines = ["path,label,split"] + [
+        f"{p},{p.parent.name},{'valid' if i % 3 == 0 else 'train'}" for i, p in enumerate(files)
+    ]
+    manifest = tmp_path / "export.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    split = split_scan(scan_dataset(manifest), seed=1)
+    assert split.report["already_split"] is True
+    assert split.report["totals"]["val"] == 6
+    assert split.report["totals"]["train"] == 12
+
+
+def test_manifest_without_label_column_is_rejected(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,class\na.png,cat\n")
+    with pytest.raises(DatasetError, match=r"manifest\.csv: missing column\(s\) label"):
+        scan_dataset(tmp_path)

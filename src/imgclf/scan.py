@@ -213,16 +213,88 @@ def _collect_class_files(
     return candidates, classes
 
 
+MANIFEST_FILE = "manifest.csv"
+
+
+def manifest_path(source: str | os.PathLike) -> Optional[Path]:
+    """The manifest CSV that `source` names: the file itself, or `manifest.csv` inside a folder."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return path
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
+        return path / MANIFEST_FILE
+    return None
+
+
+def _read_manifest_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in ("path", "label") if name not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(
+                f"{path}: missing column(s) {', '.join(missing)}; a manifest has columns path,label and optionally split"
+            )
+        return list(reader)
+
+
+def scan_manifest(
+    manifest: Path, max_pixels: int = DEFAULT_MAX_PIXELS, progress: Optional[ProgressCallback] = None
+) -> ScanResult:
+    """Verify the images a `path,label[,split]` manifest lists (as `imgclf import` writes).
+
+    Relative paths resolve against the manifest's folder. A `split` column with values
+    train, val (or valid, validation) and test keeps that split. Class names come from a
+    `classes.json` beside the manifest when there is one, else from the labels.
+    """
+    import json
+
+    rows = _read_manifest_rows(manifest)
+    result = ScanResult(root=str(manifest.resolve()))
+    candidates: list[tuple[str, str]] = []
+    given_split: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        label = (row.get("label") or "").strip()
+        raw_path = (row.get("path") or "").strip()
+        if not raw_path or not label:
+            result.skipped.append(FileIssue(raw_path or f"{manifest}, line {line}", "no_label" if raw_path else "no_path",
+                                            f"{manifest}, line {line}: empty path or label"))
+            continue
+        path = Path(raw_path) if os.path.isabs(raw_path) else manifest.parent / raw_path
+        if not path.is_file():
+            result.skipped.append(FileIssue(str(path), "missing", f"{manifest}, line {line}: file not found"))
+            continue
+        candidates.append((str(path.resolve()), label))
+        split = SPLIT_FOLDER_NAMES.get((row.get("split") or "").strip().lower())
+        if split is not None:
+            given_split[candidates[-1][0]] = split
+    classes_file = manifest.parent / "classes.json"
+    labels = {label for _, label in candidates}
+    if classes_file.is_file():
+        labels |= set(json.loads(classes_file.read_text("utf-8")))
+    result.class_folders = sorted(labels)
+    _verify_all(candidates, max_pixels, progress, result)
+    result.records.sort(key=lambda record: record.path)
+    if given_split and "train" in given_split.values():
+        result.split_of = {record.path: given_split.get(record.path, "train") for record in result.records}
+    return result
+
+
 def scan_dataset(
     root: str | os.PathLike,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Optional[ProgressCallback] = None,
 ) -> ScanResult:
-    """Scan a folder-per-class dataset root, or a root already split into train/val/test.
+    """Scan a folder-per-class dataset root, a root already split into train/val/test, or a
+    `path,label` manifest (a CSV file, or a folder holding `manifest.csv`).
 
     Raises:
         DatasetError: when `root` is missing, not a folder, or holds no class folders.
     """
+    manifest = manifest_path(root)
+    if manifest is not None:
+        return scan_manifest(manifest, max_pixels, progress)
     base = Path(root)
     if not base.exists():
         raise DatasetError(f"{root}: dataset folder not found")
