@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imgclf.errors import ConfigError
-from imgclf.constants import DEFAULT_MAX_PIXELS
+from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_NEAR_DISTANCE
 
 
 class _Section(BaseModel):
@@ -29,6 +29,8 @@ class DataConfig(_Section):
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height decoded; larger files are skipped.")
     cache_dir: Optional[str] = Field(None, description="Where decoded, resized images are cached; default ~/.cache/imgclf.")
     drop_empty_classes: bool = False
+    near_duplicate_distance: Optional[int] = Field(DEFAULT_NEAR_DISTANCE, ge=0, le=32, description="Perceptual-hash bits within which images count as near duplicates and share a split; null turns it off.")
+    group_by: Optional[str] = Field(None, description="Regular expression on paths relative to the root; images with the same match (first group) share a split.")
 
     @field_validator("image_size", mode="before")
     @classmethod

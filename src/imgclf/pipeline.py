@@ -19,21 +19,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from imgclf.errors import ImageError
+from imgclf.cache import default_cache_dir
 from imgclf.constants import DEFAULT_MAX_PIXELS
 from imgclf.imageio import load_image
 from imgclf.scan import FileIssue
 
 ProgressCallback = Callable[[int, int], None]
 CACHE_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    """`$IMGCLF_CACHE_DIR`, else `$XDG_CACHE_HOME/imgclf`, else `~/.cache/imgclf`."""
-    explicit = os.environ.get("IMGCLF_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "imgclf"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Optional
 from PIL import Image
 
 from imgclf.errors import DatasetError, ImageError
+from imgclf.cache import ScanCache
 from imgclf.constants import DEFAULT_MAX_PIXELS
 from imgclf.imageio import load_first_frame, open_image
 
@@ -43,6 +44,8 @@ class ImageRecord:
     sha256: str
     width: int
     height: int
+    # 64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits; near-identical images differ in few bits.
+    phash: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,20 @@ def verify_image(path: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     image = open_image(data, path, max_pixels)
     load_first_frame(image, path)
     width, height = image.size
-    return ImageRecord(path, label, hashlib.sha256(data).hexdigest(), width, height)
+    return ImageRecord(path, label, hashlib.sha256(data).hexdigest(), width, height, perceptual_hash(image))
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The 64-bit DCT perceptual hash of a loaded image, as 16 hex digits."""
+    import imagehash
+
+    try:
+        return str(imagehash.phash(image))
+    except (ValueError, OSError):
+        # Modes that imagehash cannot turn into grey directly go through the RGB rule first.
+        from imgclf.imageio import to_rgb
+
+        return str(imagehash.phash(to_rgb(image)))
 
 
 def walk_files(folder: Path, ignored: list[FileIssue]) -> list[Path]:
@@ -128,22 +144,42 @@ def _classify_failure(path: str, error: ImageError) -> tuple[str, FileIssue]:
     return "skipped", FileIssue(path, error.reason, str(error))
 
 
-def _verify_all(
+def _verify_one(path: str, label: str, max_pixels: int, cache: Optional[ScanCache]):
+    """Verify one file, or take its result from `cache`; returns an ImageRecord or an ImageError."""
+    cached = cache.get(path) if cache is not None else None
+    if cached is not None and cached.get("max_pixels") == max_pixels:
+        if "error" in cached:
+            return ImageError(cached["error"], reason=cached["reason"])
+        return ImageRecord(path, label, cached["sha256"], cached["width"], cached["height"], cached["phash"])
+    try:
+        record = verify_image(path, label, max_pixels)
+    except ImageError as error:
+        if cache is not None:
+            cache.put(path, {"max_pixels": max_pixels, "error": str(error), "reason": error.reason})
+        return error
+    if cache is not None:
+        cache.put(path, {"max_pixels": max_pixels, "sha256": record.sha256, "width": record.width,
+                         "height": record.height, "phash": record.phash})
+    return record
+
+
+def verify_files(
     candidates: list[tuple[str, str]],
     max_pixels: int,
     progress: Optional[ProgressCallback],
     result: ScanResult,
+    cache_dir: Optional[str | os.PathLike] = None,
 ) -> None:
-    def check(item: tuple[str, str]):
-        path, label = item
-        try:
-            return verify_image(path, label, max_pixels)
-        except ImageError as error:
-            return error
+    """Verify (path, label) candidates on all cores into `result.records`, `skipped` and `ignored`.
 
+    Results are cached by path, size and modification time, so a second scan of an
+    unchanged folder reads no image.
+    """
+    cache = ScanCache(result.root, cache_dir)
     workers = max(1, min(16, (os.cpu_count() or 1) * 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, ((path, _), outcome) in enumerate(zip(candidates, pool.map(check, candidates)), start=1):
+        outcomes = pool.map(lambda item: _verify_one(item[0], item[1], max_pixels, cache), candidates)
+        for done, ((path, _), outcome) in enumerate(zip(candidates, outcomes), start=1):
             if isinstance(outcome, ImageRecord):
                 result.records.append(outcome)
             else:
@@ -151,6 +187,7 @@ def _verify_all(
                 getattr(result, where).append(issue)
             if progress is not None:
                 progress(done, len(candidates))
+    cache.save()
 
 
 def find_split_folders(root: Path) -> dict[str, Path]:
@@ -240,7 +277,10 @@ def _read_manifest_rows(path: Path) -> list[dict]:
 
 
 def scan_manifest(
-    manifest: Path, max_pixels: int = DEFAULT_MAX_PIXELS, progress: Optional[ProgressCallback] = None
+    manifest: Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Optional[ProgressCallback] = None,
+    cache_dir: Optional[str | os.PathLike] = None,
 ) -> ScanResult:
     """Verify the images a `path,label[,split]` manifest lists (as `imgclf import` writes).
 
@@ -274,7 +314,7 @@ def scan_manifest(
     if classes_file.is_file():
         labels |= set(json.loads(classes_file.read_text("utf-8")))
     result.class_folders = sorted(labels)
-    _verify_all(candidates, max_pixels, progress, result)
+    verify_files(candidates, max_pixels, progress, result, cache_dir)
     result.records.sort(key=lambda record: record.path)
     if given_split and "train" in given_split.values():
         result.split_of = {record.path: given_split.get(record.path, "train") for record in result.records}
@@ -285,6 +325,7 @@ def scan_dataset(
     root: str | os.PathLike,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Optional[ProgressCallback] = None,
+    cache_dir: Optional[str | os.PathLike] = None,
 ) -> ScanResult:
     """Scan a folder-per-class dataset root, a root already split into train/val/test, or a
     `path,label` manifest (a CSV file, or a folder holding `manifest.csv`).
@@ -294,7 +335,7 @@ def scan_dataset(
     """
     manifest = manifest_path(root)
     if manifest is not None:
-        return scan_manifest(manifest, max_pixels, progress)
+        return scan_manifest(manifest, max_pixels, progress, cache_dir)
     base = Path(root)
     if not base.exists():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -333,7 +374,7 @@ def scan_dataset(
             "(for example photos/cats/*.jpg and photos/dogs/*.jpg)"
         )
     result.class_folders = sorted(class_names)
-    _verify_all(candidates, max_pixels, progress, result)
+    verify_files(candidates, max_pixels, progress, result, cache_dir)
     result.records.sort(key=lambda record: record.path)
     if split_folders:
         result.split_of = {record.path: candidate_split[record.path] for record in result.records}

@@ -78,16 +78,16 @@ def validate_ratios(values: Sequence[float], where: str) -> tuple[float, float, 
     return train, val, test
 
 
-def _group_duplicates(records: list[ImageRecord]) -> tuple[list[list[ImageRecord]], list[FileIssue], list[list[str]]]:
-    """Group records by content hash.
+def _drop_label_conflicts(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[FileIssue], list[list[str]]]:
+    """Leave out byte-identical files labelled differently.
 
-    Returns the usable groups (one label each), the files left out as label conflicts, and
-    the duplicate groups (paths) that were kept together.
+    Returns the usable records, the files left out as label conflicts, and the groups of
+    byte-identical files (paths) that remain.
     """
     by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
         by_hash[record.sha256].append(record)
-    groups: list[list[ImageRecord]] = []
+    usable: list[ImageRecord] = []
     conflicts: list[FileIssue] = []
     duplicate_groups: list[list[str]] = []
     for members in by_hash.values():
@@ -103,11 +103,44 @@ def _group_duplicates(records: list[ImageRecord]) -> tuple[list[list[ImageRecord
                     f"(also at {others}); keep the file under one class",
                 ))
             continue
-        groups.append(members)
+        usable.extend(members)
         if len(members) > 1:
-            duplicate_groups.append([member.path for member in members])
-    groups.sort(key=lambda members: members[0].path)
-    return groups, conflicts, duplicate_groups
+            duplicate_groups.append(sorted(member.path for member in members))
+    usable.sort(key=lambda record: record.path)
+    duplicate_groups.sort()
+    return usable, conflicts, duplicate_groups
+
+
+def unit_label(members: list[ImageRecord]) -> str:
+    """The class a group is stratified by: its most common label, ties going to the first in class order."""
+    counts = Counter(member.label for member in members)
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+def _form_units(
+    records: list[ImageRecord], near_distance: Optional[int], group_pattern: Optional[str], root: str
+) -> tuple[list[list[ImageRecord]], list[dict]]:
+    """Group records that must share a split; returns the groups and a report of the multi-file ones
+    that perceptual or subject links formed."""
+    from imgclf.duplicates import find_groups
+
+    index_groups, links = find_groups(records, near_distance, group_pattern, root)
+    rule_of: dict[int, set[str]] = defaultdict(set)
+    for rule, pairs in links.items():
+        for first, second in pairs:
+            rule_of[first].add(rule)
+            rule_of[second].add(rule)
+    units = [[records[index] for index in group] for group in index_groups]
+    kept_together = []
+    for group, members in zip(index_groups, units):
+        rules = sorted(set().union(*(rule_of[index] for index in group)))
+        if len(group) > 1 and rules != ["exact"]:
+            kept_together.append({
+                "paths": [member.path for member in members],
+                "labels": sorted({member.label for member in members}),
+                "linked_by": rules,
+            })
+    return units, kept_together
 
 
 def _describe_class_size(label: str, n_distinct: int, n_files: int) -> str:
@@ -184,6 +217,8 @@ def split_scan(
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 42,
     drop_empty_classes: bool = False,
+    near_distance: Optional[int] = None,
+    group_pattern: Optional[str] = None,
 ) -> Split:
     """Split scanned images into train/val/test, stratified by class, duplicates kept together.
 
@@ -191,13 +226,19 @@ def split_scan(
     kept; when it has no val folder, val is split off train with the val share of
     `ratios`. Duplicates found across the given splits are reported as leakage.
 
+    Byte-identical files always form one group. `near_distance` (bits of perceptual-hash
+    difference, None for off) adds near duplicates, and `group_pattern` (a regular
+    expression on paths relative to the root) adds subject groups; a group's images share a
+    split, stratified by the group's most common label.
+
     Raises:
         DatasetError: for classes without images, classes too small for the ratios, or
             fewer than two classes.
     """
     ratios = validate_ratios(ratios, "split ratios")
-    groups, conflicts, duplicate_groups = _group_duplicates(scan.records)
-    usable_labels = {members[0].label for members in groups}
+    records, conflicts, duplicate_groups = _drop_label_conflicts(scan.records)
+    groups, kept_together = _form_units(records, near_distance, group_pattern, scan.root)
+    usable_labels = {record.label for record in records}
     empty_classes = _check_empty_classes(scan, usable_labels, drop_empty_classes)
     classes = sorted(usable_labels)
     if len(classes) < 2:
@@ -211,10 +252,10 @@ def split_scan(
     if scan.split_of:
         _keep_given_split(groups, scan.split_of, ratios, seed, rows, leakage)
     else:
-        label_counts = Counter(members[0].label for members in groups)
+        label_counts = Counter(unit_label(members) for members in groups)
         file_counts = Counter(member.label for members in groups for member in members)
         _check_class_sizes(label_counts, ratios, file_counts)
-        assignment = _stratified_assign([members[0].label for members in groups], ratios, seed)
+        assignment = _stratified_assign([unit_label(members) for members in groups], ratios, seed)
         for members, split in zip(groups, assignment):
             rows[split].extend((member.path, member.label) for member in members)
     for split in SPLITS:
@@ -222,11 +263,14 @@ def split_scan(
 
     split = Split(classes=classes, rows=rows)
     split.report = _build_report(scan, split, ratios, seed, conflicts, duplicate_groups, leakage, empty_classes)
+    split.report["near_duplicate_distance"] = near_distance
+    split.report["group_by"] = group_pattern
+    split.report["kept_together"] = kept_together
     return split
 
 
 def _keep_given_split(groups, split_of, ratios, seed, rows, leakage) -> None:
-    has_val = any(split_of[members[0].path] == "val" for members in groups)
+    has_val = any(split_of[member.path] == "val" for members in groups for member in members)
     carve_val: list[list[ImageRecord]] = []
     for members in groups:
         splits = {split_of[member.path] for member in members}
@@ -244,7 +288,7 @@ def _keep_given_split(groups, split_of, ratios, seed, rows, leakage) -> None:
     if carve_val:
         val_share = ratios[1] / (ratios[0] + ratios[1])
         sub_ratios = (1.0 - val_share, val_share, 0.0)
-        labels = [members[0].label for members in carve_val]
+        labels = [unit_label(members) for members in carve_val]
         _check_class_sizes(Counter(labels), sub_ratios)
         assignment = _stratified_assign(labels, sub_ratios, seed)
         for members, where in zip(carve_val, assignment):

@@ -41,9 +41,11 @@ def prepare_split(config: RunConfig, run_dir: Path, reporter: Reporter) -> Split
     reporter.message(f"scanning {source}")
     reporter.progress_start("scan", "scanning files", None)
     scan = scan_dataset(source, config.data.max_image_pixels,
-                        progress=lambda done, total: reporter.progress_update("scan", done, total))
+                        progress=lambda done, total: reporter.progress_update("scan", done, total),
+                        cache_dir=config.data.cache_dir)
     reporter.progress_end("scan")
-    split = split_scan(scan, config.data.split_ratios, config.seed, config.data.drop_empty_classes)
+    split = split_scan(scan, config.data.split_ratios, config.seed, config.data.drop_empty_classes,
+                       config.data.near_duplicate_distance, config.data.group_by)
     write_split(split, run_dir / "split")
     report = split.report
     reporter.message(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from imgclf.cli.common import RichReporter, cli_errors, console, err_console
-from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_RATIOS
+from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_NEAR_DISTANCE, DEFAULT_RATIOS
 
 
 def split_command(
@@ -18,6 +19,9 @@ def split_command(
     seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same split."),
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", help="Skip images with more pixels (width x height) than this."),
     drop_empty_classes: bool = typer.Option(False, "--drop-empty-classes/--no-drop-empty-classes", help="Leave out class folders without usable images instead of failing."),
+    near_distance: int = typer.Option(DEFAULT_NEAR_DISTANCE, "--near-distance", min=0, max=32, help="Images whose perceptual hashes differ in at most this many of 64 bits share a split."),
+    near_duplicates: bool = typer.Option(True, "--near-duplicates/--no-near-duplicates", help="Group near duplicates (exact copies are always grouped)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", metavar="REGEX", help="Keep images whose relative paths give the same match (first group if any) in one split, e.g. '^[^/]+/(plant\\d+)_'."),
     json_output: bool = typer.Option(False, "--json", help="Print the split report as JSON on stdout."),
 ) -> None:
     """Split a folder of class folders into stratified train/val/test manifests (no files are copied)."""
@@ -31,7 +35,7 @@ def split_command(
             scan = scan_dataset(src, max_image_pixels,
                                 progress=lambda done, total: reporter.progress_update("scan", done, total))
             reporter.progress_end("scan")
-        split = split_scan(scan, shares, seed, drop_empty_classes)
+        split = split_scan(scan, shares, seed, drop_empty_classes, near_distance if near_duplicates else None, group_by)
         folder = write_split(split, out)
         if json_output:
             typer.echo(json.dumps(json.loads((folder / "split_report.json").read_text("utf-8")), ensure_ascii=False))
@@ -65,6 +69,9 @@ def render_split_summary(report: dict, classes: list[str], warnings: list[str]) 
         err_console.print(f"  ... and {len(report['skipped']) - 10} more, listed in split_report.json")
     if report["duplicate_groups"]:
         console.print(f"duplicates: {len(report['duplicate_groups'])} groups of identical files, each kept in one split")
+    if report.get("kept_together"):
+        console.print(f"kept together: {len(report['kept_together'])} groups of near duplicates or same-subject images "
+                      "(listed in split_report.json under kept_together)")
     if report["leakage_across_given_splits"]:
         console.print(f"[yellow]warning:[/] {len(report['leakage_across_given_splits'])} groups of identical files sit in "
                       "different given splits (listed in split_report.json under leakage_across_given_splits)")
