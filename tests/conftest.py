@@ -25,9 +25,13 @@ def make_image(path: Path, rgb, size=(16, 16), seed: int = 0, fmt: str | None = 
     return path
 
 
-def make_dataset(root: Path, per_class: int = 8, classes=CLASS_COLOURS, size=(16, 16)) -> Path:
-    """A folder-per-class dataset: `per_class` PNG and JPEG images in each class folder."""
-    seed = 0
+def make_dataset(root: Path, per_class: int = 8, classes=CLASS_COLOURS, size=(16, 16), first_seed: int = 0) -> Path:
+    """A folder-per-class dataset: `per_class` PNG and JPEG images in each class folder.
+
+    Images made with the same seed share their noise pattern, and so their perceptual hash;
+    give a second call on one root another `first_seed`.
+    """
+    seed = first_seed
     for name, rgb in classes.items():
         for index in range(per_class):
             extension = "png" if index % 2 else "jpg"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 
 from imgclf import __version__
-from imgclf.cli import augment, datasets, evaluate, predict, split, train
-from imgclf.cli import import_cmd
+from imgclf.cli import augment, check, datasets, evaluate, import_cmd, predict, split, train
 from imgclf.cli.common import DEBUG
 
 app = typer.Typer(
@@ -36,6 +35,7 @@ def main(
 
 app.command("split")(split.split_command)
 app.command("import")(import_cmd.import_command)
+app.command("check")(check.check_command)
 app.command("augment")(augment.augment_command)
 app.command("train", context_settings={"allow_extra_args": False})(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
