@@ -16,18 +16,31 @@ from imgclf.splitting import SPLITS, is_split_folder, read_split
 UNREADABLE_REASONS = {"empty", "truncated", "corrupt", "not_an_image", "too_many_pixels", "unreadable", "missing"}
 
 
-def _scan_split_folder(folder: str, max_pixels: int, progress, cache_dir) -> ScanResult:
+def _scan_split_folder(folder: str, max_pixels: int, progress, cache_dir) -> tuple[ScanResult, list[str]]:
+    """Verify the files a split folder lists, and return the scan and the split of each record.
+
+    A file listed in two manifests gives two records with one path, so the splits are a
+    list in record order rather than `ScanResult.split_of`, which stores one split per path.
+    """
     split = read_split(folder)
     result = ScanResult(root=str(Path(folder).resolve()), class_folders=list(split.classes))
-    candidates = [(path, label) for name in SPLITS for path, label in split.rows[name]]
-    split_of = {path: name for name in SPLITS for path, _ in split.rows[name]}
-    verify_files(candidates, max_pixels, progress, result, cache_dir)
-    result.records.sort(key=lambda record: record.path)
-    result.split_of = {record.path: split_of[record.path] for record in result.records}
-    return result
+    rows = [(path, label, name) for name in SPLITS for path, label in split.rows[name]]
+    verify_files([(path, label) for path, label, _ in rows], max_pixels, progress, result, cache_dir)
+    # verify_files appends records in the order of its candidates, so they follow the rows that verified.
+    verified = iter(result.records)
+    record = next(verified, None)
+    pairs = []
+    for path, _, name in rows:
+        if record is not None and record.path == path:
+            pairs.append((record, name))
+            record = next(verified, None)
+    pairs.sort(key=lambda pair: pair[0].path)
+    result.records = [record for record, _ in pairs]
+    result.split_of = {record.path: name for record, name in pairs}
+    return result, [name for _, name in pairs]
 
 
-def _group_entries(scan: ScanResult, groups: list[list[int]], kind: str) -> list[dict]:
+def _group_entries(scan: ScanResult, splits: list[str], groups: list[list[int]], kind: str) -> list[dict]:
     entries = []
     for group in groups:
         members = [scan.records[index] for index in group]
@@ -35,12 +48,12 @@ def _group_entries(scan: ScanResult, groups: list[list[int]], kind: str) -> list
             "kind": kind,
             "paths": [member.path for member in members],
             "labels": [member.label for member in members],
-            "splits": [scan.split_of.get(member.path) for member in members] if scan.split_of else [],
+            "splits": [splits[index] for index in group] if splits else [],
         })
     return entries
 
 
-def _duplicate_groups(scan: ScanResult, near_distance: Optional[int]) -> list[dict]:
+def _duplicate_groups(scan: ScanResult, splits: list[str], near_distance: Optional[int]) -> list[dict]:
     """Exact-copy groups, then near-duplicate groups that are more than one exact group."""
     from imgclf.duplicates import UnionFind, exact_pairs, near_pairs
 
@@ -49,7 +62,7 @@ def _duplicate_groups(scan: ScanResult, near_distance: Optional[int]) -> list[di
     for first, second in exact_pairs(records):
         exact.union(first, second)
     exact_groups = [group for group in exact.groups() if len(group) > 1]
-    entries = _group_entries(scan, exact_groups, "exact")
+    entries = _group_entries(scan, splits, exact_groups, "exact")
     if near_distance is not None:
         near = UnionFind(len(records))
         for first, second, _ in near_pairs(records, near_distance):
@@ -58,7 +71,7 @@ def _duplicate_groups(scan: ScanResult, near_distance: Optional[int]) -> list[di
             near.union(first, second)
         exact_of = {index: exact.find(index) for index in range(len(records))}
         near_groups = [group for group in near.groups() if len({exact_of[index] for index in group}) > 1]
-        entries += _group_entries(scan, near_groups, "near")
+        entries += _group_entries(scan, splits, near_groups, "near")
     return entries
 
 
@@ -92,22 +105,22 @@ def audit_dataset(
     unreadable files.
     """
     if is_split_folder(source):
-        scan = _scan_split_folder(str(source), max_pixels, progress, cache_dir)
+        scan, splits = _scan_split_folder(str(source), max_pixels, progress, cache_dir)
     else:
         scan = scan_dataset(source, max_pixels, progress, cache_dir)
+        splits = [scan.split_of[record.path] for record in scan.records] if scan.split_of else []
     counts = Counter(record.label for record in scan.records)
     per_class = {name: counts.get(name, 0) for name in scan.class_folders}
     non_empty = [count for count in per_class.values() if count]
-    groups = _duplicate_groups(scan, near_distance)
+    groups = _duplicate_groups(scan, splits, near_distance)
     leakage = [group for group in groups if len(set(group["splits"])) > 1]
     conflicts = [group for group in groups if len(set(group["labels"])) > 1]
     unreadable = [issue.__dict__ for issue in scan.skipped if issue.reason in UNREADABLE_REASONS]
     small, odd = _size_findings(scan, image_size, max_aspect)
     split_counts = {}
-    if scan.split_of:
-        split_counts = {name: Counter(scan.split_of[record.path] for record in scan.records
-                                      if record.label == name) for name in scan.class_folders}
-        split_counts = {name: {split: counter.get(split, 0) for split in SPLITS} for name, counter in split_counts.items()}
+    if splits:
+        per_split = Counter(zip((record.label for record in scan.records), splits))
+        split_counts = {name: {split: per_split[name, split] for split in SPLITS} for name in scan.class_folders}
     return {
         "source": str(Path(source).resolve()),
         "n_images": len(scan.records),
@@ -127,5 +140,6 @@ def audit_dataset(
         "unusual_aspect_ratios": odd,
         "image_size": list(image_size),
         "max_aspect_ratio": max_aspect,
+        "max_image_pixels": max_pixels,
         "failures": {"leakage": len(leakage), "label_conflicts": len(conflicts), "unreadable": len(unreadable)},
     }

@@ -8,6 +8,7 @@ import io
 import os
 from typing import Optional
 
+from imgclf.constants import DEFAULT_MAX_PIXELS
 from imgclf.errors import ImageError
 from imgclf.imageio import decode_pil
 
@@ -27,9 +28,9 @@ img { max-width: 96px; max-height: 96px; display: block; margin: auto; }
 """
 
 
-def _thumbnail(path: str) -> Optional[str]:
+def _thumbnail(path: str, max_pixels: int) -> Optional[str]:
     try:
-        image = decode_pil(path)
+        image = decode_pil(path, max_pixels)
     except ImageError:
         return None
     image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
@@ -38,13 +39,13 @@ def _thumbnail(path: str) -> Optional[str]:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _group_html(group: dict) -> str:
+def _group_html(group: dict, max_pixels: int) -> str:
     leak = len(set(group["splits"])) > 1
     conflict = len(set(group["labels"])) > 1
     flags = [text for text, present in (("leakage across splits", leak), ("label conflict", conflict)) if present]
     figures = []
     for index, path in enumerate(group["paths"]):
-        source = _thumbnail(path)
+        source = _thumbnail(path, max_pixels)
         caption = group["labels"][index] + (f" / {group['splits'][index]}" if group["splits"] else "")
         image = f'<img src="{source}" alt="">' if source else "(unreadable)"
         figures.append(f"<figure>{image}<figcaption>{html.escape(caption)}<br>"
@@ -87,7 +88,9 @@ def render_html(report: dict) -> str:
     groups = report["duplicate_groups"]
     parts.append(f"<h2>Duplicate groups ({len(groups)})</h2>")
     ordered = sorted(groups, key=lambda g: (len(set(g["splits"])) <= 1 and len(set(g["labels"])) <= 1, g["paths"][0]))
-    parts.extend(_group_html(group) for group in ordered[:MAX_GROUPS_SHOWN])
+    # The audit's pixel limit applies, so an image it accepted under a raised limit still gets a thumbnail.
+    max_pixels = report.get("max_image_pixels", DEFAULT_MAX_PIXELS)
+    parts.extend(_group_html(group, max_pixels) for group in ordered[:MAX_GROUPS_SHOWN])
     if len(groups) > MAX_GROUPS_SHOWN:
         parts.append(f"<p>... and {len(groups) - MAX_GROUPS_SHOWN} more groups in the JSON report.</p>")
 

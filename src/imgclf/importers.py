@@ -8,8 +8,9 @@
   `crops`).
 - `classes.json`: the label names sorted by Unicode code point, the class order that
   `imgclf split` and every model use.
-- `import_report.json`: the format, the source, counts per class and every item that was
-  not imported, each as {item, path, reason, detail}.
+- `import_report.json`: the format, the source, counts per class, every item that was
+  not imported, each as {item, path, reason, detail}, and `classes_without_images`: labels
+  the export names that no imported image has, which `classes.json` therefore leaves out.
 
 Every annotated item ends up either in the manifest or in the report. Reason codes:
 
@@ -50,7 +51,7 @@ from xml.parsers import expat
 
 from imgclf.constants import DEFAULT_MAX_PIXELS
 from imgclf.errors import DatasetError, ImageError
-from imgclf.scan import IMAGE_EXTENSIONS, SPLIT_FOLDER_NAMES, SYSTEM_FOLDERS, verify_image, walk_files
+from imgclf.scan import IMAGE_EXTENSIONS, SPLIT_FOLDER_NAMES, SYSTEM_FOLDERS, is_os_junk, verify_image, walk_files
 
 FORMATS = ("csv", "cvat", "label-studio", "roboflow", "voc")
 MANIFEST_FILE = "manifest.csv"
@@ -105,12 +106,17 @@ class ImportIssue:
 
 @dataclass
 class ParsedExport:
-    """Annotations and issues read from an export. Every image must resolve inside `root`."""
+    """Annotations and issues read from an export. Every image must resolve inside `root`.
+
+    `labels` are the labels the export names: those of every labelled item, imported or not,
+    and Roboflow class folders and `_classes.csv` columns, even where no image has them.
+    """
 
     root: Path
     annotations: list[Annotation] = field(default_factory=list)
     issues: list[ImportIssue] = field(default_factory=list)
     has_splits: bool = False
+    labels: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -287,6 +293,7 @@ def _add_labelled(
 ) -> None:
     """Add one item as an annotation when it has a path and exactly one distinct label, else as an issue."""
     distinct = sorted(set(labels))
+    parsed.labels.update(distinct)
     if not reference:
         parsed.issues.append(ImportIssue(item, "", "no_path", "no image path"))
     elif not distinct:
@@ -570,6 +577,8 @@ def _parse_roboflow_folders(parsed: ParsedExport, source: Path, folder: Path, sp
         if _is_hidden_or_system(child):
             continue
         label = child.name.strip()
+        if label:
+            parsed.labels.add(label)
         for file in walk_files(child, []):
             relative = _source_path(source, file)
             _add_labelled(parsed, relative, relative, [label] if label else [], source, "several_labels", split=split)
@@ -594,6 +603,7 @@ def _parse_roboflow_one_hot(parsed: ParsedExport, source: Path, folder: Path, sp
     classes = [name.strip() for name in rows[0][1:]]
     if not all(classes):
         raise DatasetError(f"{csv_path}: the header has an empty class name; expected {expected}")
+    parsed.labels.update(classes)
 
     listed: set[str] = set()
     for line, row in enumerate(rows[1:], start=2):
@@ -606,6 +616,9 @@ def _parse_roboflow_one_hot(parsed: ParsedExport, source: Path, folder: Path, sp
         _add_labelled(parsed, f"{csv_name} line {line}", reference, labels, source, "several_labels", split=split)
 
     for file in sorted(folder.iterdir()):
+        # Operating-system metadata, such as an AppleDouble `._photo.jpg`, is not an unlisted image.
+        if is_os_junk(file.name):
+            continue
         if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS and file.name not in listed:
             relative = _source_path(source, file)
             parsed.issues.append(ImportIssue(relative, relative, "not_annotated", f"not listed in {csv_name}"))
@@ -699,6 +712,7 @@ def _add_voc_objects(parsed: ParsedExport, item: str, document: ElementTree.Elem
         box = _voc_box(element)
         # A missing filename or name is reported (by _add_labelled) in preference to the box.
         if filename and name and isinstance(box, str):
+            parsed.labels.add(name)
             parsed.issues.append(ImportIssue(object_item, filename, "invalid_box", box))
             continue
         _add_labelled(parsed, object_item, filename, [name] if name else [], base, "several_labels",
@@ -1042,6 +1056,7 @@ def _build_report(
         "not_imported": [asdict(issue) for issue in parsed.issues],
         "class_folders": folders,
         "similar_class_names": _similar_class_names(classes),
+        "classes_without_images": sorted(parsed.labels - set(classes)),
     })
     return report
 
