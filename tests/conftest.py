@@ -67,6 +67,9 @@ def write_config(path: Path, data_path: Path, runs_dir: Path, **sections) -> Pat
             config.setdefault(section, {}).update(values)
         else:
             config[section] = values
+    if "backbone" in config["model"]:
+        for key in ("name", "filters"):
+            config["model"].pop(key, None)
     path.write_text(yaml.safe_dump(config), "utf-8")
     return path
 

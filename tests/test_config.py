@@ -15,7 +15,7 @@ def _write(tmp_path: Path, payload: dict) -> Path:
 
 def test_config_defaults_fill_missing_sections(tmp_path):
     config = load_config(_write(tmp_path, {"data": {"path": "photos"}}))
-    assert config.model.name == "small_cnn"
+    assert config.model.architecture == "small_cnn"
     assert config.data.image_size == (64, 64)
     assert config.train.epochs == 20
 
@@ -112,3 +112,27 @@ def test_shipped_configs_are_valid(name):
     if not path.exists():
         pytest.skip(f"{name} is not in configs/")
     assert load_config(path).data.path
+
+
+def test_config_backbone_family_typo_lists_families(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.backbone = 'MobileNet' is invalid: Input should be 'MobileNetV2'"):
+        load_config(_write(tmp_path, {"data": {"path": "p"}, "model": {"backbone": "MobileNet"}}))
+
+
+def test_config_backbone_file_key_typo_suggests_key(tmp_path):
+    payload = {"data": {"path": "p"}, "model": {"backbone": {"path": "m.keras", "featurelayer": "avg_pool"}}}
+    with pytest.raises(ConfigError, match=r"'model\.backbone\.featurelayer'; did you mean 'model\.backbone\.feature_layer'"):
+        load_config(_write(tmp_path, payload))
+
+
+def test_config_rejects_name_and_backbone_together(tmp_path):
+    payload = {"data": {"path": "p"}, "model": {"name": "small_cnn", "backbone": "ResNet50"}}
+    with pytest.raises(ConfigError, match=r"set model\.name \(small_cnn\) or model\.backbone, not both"):
+        load_config(_write(tmp_path, payload))
+
+
+def test_config_class_weight_accepts_auto_or_mapping(tmp_path):
+    auto = load_config(_write(tmp_path, {"data": {"path": "p"}, "train": {"class_weight": "auto"}}))
+    explicit = load_config(_write(tmp_path, {"data": {"path": "p"}, "train": {"class_weight": {"cat": 2}}}))
+    assert auto.train.class_weight == "auto"
+    assert explicit.train.class_weight == {"cat": 2.0}

@@ -7,7 +7,6 @@ back from a manifest. After the corpus tests of each entry point, files of the s
 in tmp_path (other formats, modes, exports and path tricks) check that the kind is handled,
 not only the corpus instance.
 
-Tests marked `xfail` record known gaps in `imgclf.scan`, each with its reason.
 """
 
 from __future__ import annotations
@@ -597,11 +596,6 @@ def test_manifest_split_counts_empty_file_as_skipped(corpus_manifest_scan):
     assert split_scan(corpus_manifest_scan).report["skipped_by_reason"]["empty"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scan_manifest verifies every listed file and never applies is_os_junk, so an AppleDouble "
-           "._img_0.jpg is skipped as not_an_image (and fails check --strict) where a folder scan ignores it",
-)
 def test_manifest_scan_ignores_appledouble_file(corpus_manifest_scan):
     assert "._img_0.jpg" in _names(issue.path for issue in corpus_manifest_scan.ignored)
 
@@ -925,11 +919,6 @@ def test_audit_file_in_two_splits_counted_twice(tmp_path):
     assert report["split_counts"]["a"] == {"train": 1, "val": 1, "test": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scan_manifest keeps one split per path in ScanResult.split_of, so a file listed under "
-           "train and test in one manifest lands in one split and its leakage goes unreported",
-)
 def test_audit_manifest_file_in_two_splits_leaks(tmp_path):
     shared = str(_write_noise(tmp_path / "a.png", 1))
     rows = [(shared, "a", "train"), (str(_write_noise(tmp_path / "b.png", 2)), "b", "train"), (shared, "a", "test")]
@@ -938,11 +927,6 @@ def test_audit_manifest_file_in_two_splits_leaks(tmp_path):
     assert audit_dataset(tmp_path / "manifest.csv", cache_dir=tmp_path / "cache")["failures"]["leakage"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_image computes the perceptual hash on the image as stored, before EXIF orientation, "
-           "so the two files here differ in 34 of 64 bits, where the upright pixels differ in none",
-)
 def test_audit_exif_rotated_copy_is_near_duplicate(tmp_path):
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 6

@@ -108,7 +108,10 @@ def audit_dataset(
         scan, splits = _scan_split_folder(str(source), max_pixels, progress, cache_dir)
     else:
         scan = scan_dataset(source, max_pixels, progress, cache_dir)
-        splits = [scan.split_of[record.path] for record in scan.records] if scan.split_of else []
+        if scan.record_splits:
+            splits = scan.record_splits
+        else:
+            splits = [scan.split_of[record.path] for record in scan.records] if scan.split_of else []
     counts = Counter(record.label for record in scan.records)
     per_class = {name: counts.get(name, 0) for name in scan.class_folders}
     non_empty = [count for count in per_class.values() if count]

@@ -64,7 +64,8 @@ class ScanCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_text(json.dumps(self.entries, ensure_ascii=False), "utf-8")
+            # ensure_ascii keeps file names that are not valid UTF-8 (surrogate escapes) writable.
+            partial.write_text(json.dumps(self.entries), "utf-8")
             os.replace(partial, self.path)
         except OSError:
             pass

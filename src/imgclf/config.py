@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imgclf.errors import ConfigError
 from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_NEAR_DISTANCE
@@ -54,8 +54,23 @@ class DataConfig(_Section):
         return value
 
 
+BACKBONE_FAMILIES = Literal[
+    "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetV2B0", "ResNet50",
+]
+
+
+class BackboneFileConfig(_Section):
+    path: str = Field(description="A .keras or Keras 2 .h5 model file to use as the backbone.")
+    feature_layer: Optional[str] = Field(None, description="Layer whose output is the feature vector or map; default the model's output.")
+    preprocessing: Literal["none", "zero_to_one", "minus_one_to_one", "caffe"] = Field(
+        "none", description="What the file expects instead of RGB in [0, 255]; none when it rescales inside.")
+
+
 class ModelConfig(_Section):
-    name: Literal["simple_cnn", "small_cnn"] = Field("small_cnn", description="simple_cnn: the classic Conv32-Pool-Conv64-Pool-Dense64; small_cnn: a stronger CNN with batch normalization.")
+    name: Optional[Literal["simple_cnn", "small_cnn"]] = Field(None, description="simple_cnn: the classic Conv32-Pool-Conv64-Pool-Dense64; small_cnn (the default without a backbone): a stronger CNN with batch normalization.")
+    backbone: Optional[Union[BACKBONE_FAMILIES, BackboneFileConfig]] = Field(None, description="A keras.applications family, or {path, feature_layer, preprocessing} for a model file.")
+    weights: str = Field("imagenet", description="Family backbones: imagenet (Keras' download cache), none, or a weights file.")
+    fine_tune_layers: Union[int, str] = Field(20, description="Layers unfrozen at the top of the backbone for fine-tuning: a count, or the name of the first one.")
     filters: tuple[int, ...] = Field((32, 64, 128), description="small_cnn: filters of each convolution block.")
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
 
@@ -65,6 +80,31 @@ class ModelConfig(_Section):
         if not value or any(count < 1 for count in value):
             raise ValueError(f"expected one or more positive filter counts, got {list(value)}")
         return value
+
+    @field_validator("fine_tune_layers")
+    @classmethod
+    def _layers_non_negative(cls, value: Union[int, str]) -> Union[int, str]:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"expected a layer count of 0 or more, or a layer name, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _name_or_backbone(self) -> "ModelConfig":
+        if self.name is not None and self.backbone is not None:
+            raise ValueError(f"set model.name ({self.name}) or model.backbone, not both")
+        return self
+
+    @property
+    def architecture(self) -> str:
+        """simple_cnn, small_cnn, or 'backbone'."""
+        if self.backbone is not None:
+            return "backbone"
+        return self.name or "small_cnn"
+
+    @property
+    def pretrained(self) -> bool:
+        """True for a backbone whose weights come from training elsewhere (so it is frozen first)."""
+        return self.backbone is not None and (not isinstance(self.backbone, str) or self.weights != "none")
 
 
 class AugmentationConfig(_Section):
@@ -84,16 +124,33 @@ class AugmentationConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(20, ge=1, le=10_000)
+    epochs: int = Field(20, ge=1, le=10_000, description="Epochs from scratch, or of the frozen-backbone phase.")
+    fine_tune_epochs: int = Field(5, ge=0, le=10_000, description="Epochs after unfreezing the top of a pretrained backbone; 0 skips fine-tuning.")
     batch_size: int = Field(32, ge=1, le=65_536)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    fine_tune_learning_rate: Optional[float] = Field(None, gt=0.0, le=10.0, description="Default: learning_rate / 10.")
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 at the start of each phase, in epochs.")
+    label_smoothing: float = Field(0.0, ge=0.0, le=0.5)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="adamw and sgd only.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only.")
+    class_weight: Union[Literal["none", "auto"], dict[str, float]] = Field("none", description="auto: inversely proportional to class frequency; or {class: weight}.")
+    imbalance_warning_ratio: float = Field(10.0, ge=1.0, description="Warn when the largest class outnumbers the smallest by more than this.")
     early_stopping_patience: int = Field(5, ge=0, description="Epochs without improvement before stopping; 0 turns it off.")
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     top_k: int = Field(3, ge=2, description="k of the top-k accuracy metric, reported when there are more than k classes.")
+    feature_cache: bool = Field(True, description="Train a frozen backbone's head on features computed once, when no augmentation is on.")
+    mixed_precision: Literal["none", "bfloat16"] = "none"
+    deterministic: bool = Field(True, description="Turn on TensorFlow op determinism, so a seed reproduces a CPU run exactly.")
+    distribute: Literal["none", "mirrored"] = Field("none", description="mirrored: tf.distribute.MirroredStrategy over the local devices.")
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights_positive(cls, value):
+        if isinstance(value, dict) and any(weight <= 0 for weight in value.values()):
+            raise ValueError(f"class weights must be positive, got {value}")
+        return value
 
 
 class OutputConfig(_Section):
@@ -114,14 +171,22 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
+def _section_types(annotation) -> list[type[BaseModel]]:
+    """The config sections an annotation allows, looking inside Optional and Union."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [member for arg in typing.get_args(annotation) for member in _section_types(arg)]
+
+
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, info in model.model_fields.items():
         dotted = f"{prefix}{name}"
         keys.append(dotted)
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.extend(_valid_keys(annotation, dotted + "."))
+        for section in _section_types(info.annotation):
+            keys.extend(_valid_keys(section, dotted + "."))
     return keys
 
 
@@ -140,18 +205,44 @@ def _nearest_key(dotted: str) -> Optional[str]:
     return leaves[leaf_match[0]] if leaf_match else None
 
 
-def _format_error(error: dict, source: str) -> str:
-    dotted = ".".join(str(part) for part in error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        nearest = _nearest_key(dotted)
-        hint = f"; did you mean {nearest!r}?" if nearest else ""
-        return f"{source}: unknown key {dotted!r}{hint}"
-    if kind == "missing":
-        return f"{source}: missing required key {dotted!r}"
-    value = error.get("input")
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{source}: {dotted} = {value!r} is invalid: {message}"
+def _clean_location(loc: tuple) -> str:
+    """Dotted key of a pydantic error location, without the union-member tags pydantic inserts."""
+    parts = []
+    for part in loc:
+        text = str(part)
+        if text.startswith(("literal[", "function-", "dict[", "tuple[")) or text in ("str", "int", "float", "bool") \
+                or (text[:1].isupper() and text.endswith("Config")):
+            continue
+        parts.append(text)
+    return ".".join(parts)
+
+
+def _format_errors(errors: list[dict], source: str) -> list[str]:
+    lines: list[str] = []
+    invalid: dict[str, tuple[object, list[str]]] = {}
+    for error in errors:
+        dotted = _clean_location(error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            nearest = _nearest_key(dotted)
+            hint = f"; did you mean {nearest!r}?" if nearest else ""
+            lines.append(f"{source}: unknown key {dotted!r}{hint}")
+        elif kind == "missing":
+            lines.append(f"{source}: missing required key {dotted!r}")
+        else:
+            value = error.get("input")
+            # A union reports one error per member; keep those about the kind of value given.
+            if kind == "literal_error" and isinstance(value, dict):
+                continue
+            if kind in ("model_type", "dict_type") and not isinstance(value, dict) and len(errors) > 1:
+                continue
+            message = error["msg"].removeprefix("Value error, ")
+            value, messages = invalid.setdefault(dotted or "config", (error.get("input"), []))
+            if message not in messages:
+                messages.append(message)
+    for dotted, (value, messages) in invalid.items():
+        lines.append(f"{source}: {dotted} = {value!r} is invalid: {'; or '.join(messages)}")
+    return lines
 
 
 def validate_config(raw: dict, source: str) -> RunConfig:
@@ -161,8 +252,7 @@ def validate_config(raw: dict, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_format_error(error, source) for error in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(_format_errors(exc.errors(), source))) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -121,8 +121,13 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     augmenter=None,
+    n_classes: Optional[int] = None,
 ):
-    """Build a `tf.data.Dataset` of (float32 images (B, H, W, 3) in [0, 255], int32 labels (B,))."""
+    """Build a `tf.data.Dataset` of (float32 images (B, H, W, 3) in [0, 255], labels).
+
+    Labels are int32 class indices (B,), or float32 one-hot rows (B, n_classes) when
+    `n_classes` is given (label smoothing needs one-hot targets).
+    """
     import tensorflow as tf
 
     images, labels = decoded.images, decoded.labels
@@ -151,4 +156,6 @@ def make_dataset(
             lambda batch, batch_labels: (augmenter(batch, training=True), batch_labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+    if n_classes is not None:
+        dataset = dataset.map(lambda batch, batch_labels: (batch, tf.one_hot(batch_labels, n_classes)))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imgclf.errors import DatasetError, ImageError
 from imgclf.cache import ScanCache
@@ -68,6 +68,9 @@ class ScanResult:
     class_folders: list[str] = field(default_factory=list)
     # Set for a root that already holds train/val/test folders: record path -> split name.
     split_of: dict[str, str] = field(default_factory=dict)
+    # Set for a manifest with a split column: each record's split, in record order. A path
+    # listed under two splits gives two records, which `split_of` cannot tell apart.
+    record_splits: list[str] = field(default_factory=list)
 
     @property
     def n_files(self) -> int:
@@ -95,7 +98,12 @@ def verify_image(path: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     image = open_image(data, path, max_pixels)
     load_first_frame(image, path)
     width, height = image.size
-    return ImageRecord(path, label, hashlib.sha256(data).hexdigest(), width, height, perceptual_hash(image))
+    try:
+        # Hash the upright pixels, so a photo stored sideways with an EXIF tag matches an upright copy.
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        upright = image
+    return ImageRecord(path, label, hashlib.sha256(data).hexdigest(), width, height, perceptual_hash(upright))
 
 
 def perceptual_hash(image: Image.Image) -> str:
@@ -293,6 +301,7 @@ def scan_manifest(
     rows = _read_manifest_rows(manifest)
     result = ScanResult(root=str(manifest.resolve()))
     candidates: list[tuple[str, str]] = []
+    candidate_splits: list[str] = []
     given_split: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
         label = (row.get("label") or "").strip()
@@ -302,22 +311,34 @@ def scan_manifest(
                                             f"{manifest}, line {line}: empty path or label"))
             continue
         path = Path(raw_path) if os.path.isabs(raw_path) else manifest.parent / raw_path
+        if is_os_junk(path.name):
+            result.ignored.append(FileIssue(str(path), "os_junk", f"{manifest}, line {line}: operating-system metadata file"))
+            continue
         if not path.is_file():
             result.skipped.append(FileIssue(str(path), "missing", f"{manifest}, line {line}: file not found"))
             continue
         candidates.append((str(path.resolve()), label))
         split = SPLIT_FOLDER_NAMES.get((row.get("split") or "").strip().lower())
+        candidate_splits.append(split or "train")
         if split is not None:
-            given_split[candidates[-1][0]] = split
+            given_split.setdefault(candidates[-1][0], split)
     classes_file = manifest.parent / "classes.json"
     labels = {label for _, label in candidates}
     if classes_file.is_file():
         labels |= set(json.loads(classes_file.read_text("utf-8")))
     result.class_folders = sorted(labels)
     verify_files(candidates, max_pixels, progress, result, cache_dir)
-    result.records.sort(key=lambda record: record.path)
+    # verify_files keeps candidate order, so each record is matched to its own manifest row.
+    remaining = iter(zip(candidates, candidate_splits))
+    paired = []
+    for record in result.records:
+        split = next(split for (path, label), split in remaining if path == record.path and label == record.label)
+        paired.append((record, split))
+    paired.sort(key=lambda pair: pair[0].path)
+    result.records = [record for record, _ in paired]
     if given_split and "train" in given_split.values():
         result.split_of = {record.path: given_split.get(record.path, "train") for record in result.records}
+        result.record_splits = [split for _, split in paired]
     return result
 
 

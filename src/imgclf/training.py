@@ -1,4 +1,10 @@
-"""Training: from a validated config to a run directory holding the best model."""
+"""Training: from a validated config to a run directory holding the best model.
+
+A run has one phase for a model trained from scratch, and two for a pretrained backbone:
+`frozen` trains the head with the backbone frozen (on features computed once when no
+augmentation is on), then `fine_tune` unfreezes the top of the backbone at a lower learning
+rate. BatchNormalization layers stay in inference mode throughout.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from imgclf.config import RunConfig, save_config
-from imgclf.errors import DatasetError, TrainingError
+from imgclf.errors import ConfigError, DatasetError, TrainingError
 from imgclf.progress import Reporter
 from imgclf.runs import CLASSES_FILE, MODEL_FILE, RUN_FILE, new_run_dir, versions, write_json
 from imgclf.scan import scan_dataset
@@ -21,14 +27,25 @@ log = logging.getLogger("imgclf")
 
 
 @dataclass
+class Phase:
+    """One `fit` call: its name, epoch budget, peak learning rate and whether it trains on cached features."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+    feature_cache: bool = False
+
+
+@dataclass
 class TrainResult:
-    """What a finished run produced."""
+    """Summary of a finished run."""
 
     run_dir: Path
     best_epoch: int
     best_metrics: dict
     epochs_run: int
     train_images_per_second: float
+    phases: list[dict] = field(default_factory=list)
 
 
 def prepare_split(config: RunConfig, run_dir: Path, reporter: Reporter) -> Split:
@@ -74,13 +91,54 @@ def _decode(split: Split, name: str, config: RunConfig, reporter: Reporter):
     return decoded
 
 
-def _optimizer(config: RunConfig, steps_per_epoch: int):
+def plan_phases(config: RunConfig) -> list[Phase]:
+    """The phases `config` asks for: `scratch`, or `frozen` then (optionally) `fine_tune`."""
+    train = config.train
+    if not config.model.pretrained:
+        return [Phase("scratch", train.epochs, train.learning_rate)]
+    cache = train.feature_cache and not config.augmentation.enabled
+    phases = [Phase("frozen", train.epochs, train.learning_rate, feature_cache=cache)]
+    if train.fine_tune_epochs > 0:
+        phases.append(Phase("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate or train.learning_rate / 10))
+    return phases
+
+
+def _configure_runtime(config: RunConfig):
+    """Seed every generator, set determinism and precision, and return the distribution strategy."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision == "bfloat16" else "float32")
+    if config.train.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _learning_rate(config: RunConfig, phase: Phase, steps_per_epoch: int):
     import keras
 
     train = config.train
-    learning_rate = train.learning_rate
+    total_steps = max(1, phase.epochs * steps_per_epoch)
+    warmup_steps = min(total_steps - 1, int(round(train.warmup_epochs * steps_per_epoch)))
     if train.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, train.epochs * steps_per_epoch)
+        if warmup_steps > 0:
+            return keras.optimizers.schedules.CosineDecay(
+                0.0, total_steps - warmup_steps, warmup_target=phase.learning_rate, warmup_steps=warmup_steps)
+        return keras.optimizers.schedules.CosineDecay(phase.learning_rate, total_steps)
+    if warmup_steps > 0:
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [warmup_steps], [phase.learning_rate / 10, phase.learning_rate])
+    return phase.learning_rate
+
+
+def _optimizer(config: RunConfig, phase: Phase, steps_per_epoch: int):
+    import keras
+
+    train = config.train
+    learning_rate = _learning_rate(config, phase, steps_per_epoch)
     if train.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate)
     if train.optimizer == "adamw":
@@ -88,31 +146,176 @@ def _optimizer(config: RunConfig, steps_per_epoch: int):
     return keras.optimizers.SGD(learning_rate, momentum=train.momentum, weight_decay=train.weight_decay or None)
 
 
-def _metrics(config: RunConfig, n_classes: int) -> list:
+def _compile(model, config: RunConfig, phase: Phase, steps_per_epoch: int, n_classes: int) -> None:
     import keras
 
-    metrics: list = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    metrics: list = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if n_classes > config.train.top_k:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=config.train.top_k, name=f"top{config.train.top_k}_accuracy"))
-    return metrics
+        k = config.train.top_k
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy"))
+    model.compile(
+        optimizer=_optimizer(config, phase, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+        metrics=metrics,
+    )
 
 
-def _callbacks(config: RunConfig, run_dir: Path, reporter: Reporter, n_train: int):
-    import keras
+def class_weights(config: RunConfig, classes: list[str], labels) -> Optional[dict[int, float]]:
+    """Per-class loss weights by class index, or None: `auto` is n_images / (n_classes * n_class_images)."""
+    import numpy as np
 
-    from imgclf.training_callbacks import BestCheckpoint, NonFiniteLossGuard, ProgressCallback
+    setting = config.train.class_weight
+    if setting == "none":
+        return None
+    if setting == "auto":
+        counts = np.bincount(np.asarray(labels), minlength=len(classes))
+        return {index: float(len(labels) / (len(classes) * count)) for index, count in enumerate(counts) if count}
+    unknown = sorted(set(setting) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"train.class_weight names unknown class(es) {', '.join(map(repr, unknown))}; the classes are "
+            f"{', '.join(classes)}"
+        )
+    return {index: float(setting.get(name, 1.0)) for index, name in enumerate(classes)}
 
-    monitor = config.train.monitor
-    mode = "max" if monitor.endswith("accuracy") else "min"
-    checkpoint = BestCheckpoint(run_dir / MODEL_FILE, monitor, mode)
-    guard = NonFiniteLossGuard()
-    progress = ProgressCallback(reporter, config.train.epochs, n_train)
-    callbacks = [guard, checkpoint, progress, keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"))]
-    if config.train.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.train.early_stopping_patience, mode=mode))
-    if config.output.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0))
-    return callbacks, checkpoint, guard, progress
+
+def _check_imbalance(config: RunConfig, split: Split) -> None:
+    totals = {name: counts["train"] for name, counts in split.counts().items()}
+    smallest = min(totals, key=totals.get)
+    largest = max(totals, key=totals.get)
+    if totals[smallest] and totals[largest] / totals[smallest] > config.train.imbalance_warning_ratio \
+            and config.train.class_weight == "none":
+        log.warning(
+            "warning: %r has %d training images and %r %d, more than train.imbalance_warning_ratio=%g to 1; "
+            "consider train.class_weight: auto", largest, totals[largest], smallest, totals[smallest],
+            config.train.imbalance_warning_ratio)
+
+
+class _Trainer:
+    """The state shared by the phases of one run."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, split: Split, train_images, val_images, reporter, strategy):
+        self.config, self.run_dir, self.split = config, run_dir, split
+        self.train_images, self.val_images = train_images, val_images
+        self.reporter, self.strategy = reporter, strategy
+        self.n_classes = len(split.classes)
+        self.history: list[dict] = []
+        self.phase_records: list[dict] = []
+        self.images_per_second: list[float] = []
+
+    def build(self) -> None:
+        from imgclf.models import build_model_parts
+        from imgclf.training_callbacks import BestCheckpoint
+
+        with self.strategy.scope():
+            self.parts = build_model_parts(self.config.model, self.config.data.image_size, self.n_classes)
+        monitor = self.config.train.monitor
+        self.mode = "max" if monitor.endswith("accuracy") else "min"
+        self.checkpoint = BestCheckpoint(self.run_dir / MODEL_FILE, monitor, self.mode, save_model=self.parts.model)
+        self.weights = class_weights(self.config, self.split.classes, self.train_images.labels)
+
+    def _callbacks(self, phase: Phase):
+        import keras
+
+        from imgclf.training_callbacks import NonFiniteLossGuard, ProgressCallback
+
+        train = self.config.train
+        guard = NonFiniteLossGuard()
+        progress = ProgressCallback(self.reporter, self.total_epochs, len(self.train_images), phase.name)
+        callbacks = [guard, self.checkpoint, progress,
+                     keras.callbacks.CSVLogger(str(self.run_dir / "metrics.csv"), append=True)]
+        if train.early_stopping_patience > 0:
+            callbacks.append(keras.callbacks.EarlyStopping(train.monitor, patience=train.early_stopping_patience, mode=self.mode))
+        if self.config.output.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard"), write_graph=False, profile_batch=0))
+        return callbacks, guard, progress
+
+    def _datasets(self, phase: Phase):
+        from imgclf.augmentation import build_augmenter
+        from imgclf.pipeline import make_dataset
+
+        batch_size, seed = self.config.train.batch_size, self.config.seed
+        if phase.feature_cache:
+            return self._feature_datasets(batch_size, seed)
+        augmenter = build_augmenter(self.config.augmentation, seed)
+        train_data = make_dataset(self.train_images, batch_size, True, seed, augmenter, self.n_classes)
+        val_data = make_dataset(self.val_images, batch_size, False, seed, None, self.n_classes)
+        return train_data, val_data
+
+    def _feature_datasets(self, batch_size: int, seed: int):
+        import tensorflow as tf
+
+        if not hasattr(self, "_features"):
+            started = time.perf_counter()
+            self._features = [self._extract(self.train_images), self._extract(self.val_images)]
+            self.reporter.message(
+                f"computed backbone features of {len(self.train_images) + len(self.val_images)} images once "
+                f"({time.perf_counter() - started:.1f} s); the frozen phase trains the head on them")
+        datasets = []
+        for (features, labels), shuffle in zip(self._features, (True, False)):
+            dataset = tf.data.Dataset.from_tensor_slices((features, tf.one_hot(labels, self.n_classes)))
+            if shuffle:
+                dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+            datasets.append(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        return datasets
+
+    def _extract(self, decoded):
+        import numpy as np
+        import tensorflow as tf
+
+        extract = tf.function(lambda batch: self.parts.features(batch, training=False))
+        chunks = [extract(tf.constant(np.asarray(decoded.images[start:start + 128], np.float32))).numpy()
+                  for start in range(0, len(decoded), 128)]
+        return np.concatenate(chunks).astype(np.float32), decoded.labels
+
+    def run_phase(self, phase: Phase, initial_epoch: int) -> int:
+        """Run one phase from `initial_epoch`; returns the number of the last epoch completed."""
+        from imgclf.models import set_backbone_trainable
+
+        target = self.parts.model
+        if phase.name == "frozen":
+            self.parts.backbone.trainable = False
+            target = self.parts.head if phase.feature_cache else self.parts.model
+        elif phase.name == "fine_tune":
+            unfrozen = set_backbone_trainable(self.parts.backbone, self.config.model.fine_tune_layers)
+            self.reporter.message(f"fine-tuning: {unfrozen} backbone layers with weights unfrozen, "
+                                  "BatchNormalization kept in inference mode")
+        train_data, val_data = self._datasets(phase)
+        steps_per_epoch = math.ceil(len(self.train_images) / self.config.train.batch_size)
+        with self.strategy.scope():
+            _compile(target, self.config, phase, steps_per_epoch, self.n_classes)
+        callbacks, guard, progress = self._callbacks(phase)
+        started = time.perf_counter()
+        history = self._fit(target, train_data, val_data, initial_epoch + phase.epochs, initial_epoch, callbacks)
+        if guard.failure is not None:
+            raise TrainingError(guard.failure)
+        rows = _history_rows(history.history, initial_epoch, phase.name)
+        self.history.extend(rows)
+        self.images_per_second.extend(progress.images_per_second)
+        self.phase_records.append({
+            "name": phase.name, "epochs_run": len(rows), "learning_rate": phase.learning_rate,
+            "feature_cache": phase.feature_cache, "seconds": round(time.perf_counter() - started, 2),
+            "train_images_per_second": round(progress.median_images_per_second(), 1),
+        })
+        return initial_epoch + len(rows)
+
+    def _fit(self, target, train_data, val_data, epochs, initial_epoch, callbacks):
+        import tensorflow as tf
+
+        try:
+            # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+            return target.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
+                              callbacks=callbacks, verbose=0, shuffle=False, class_weight=self.weights)
+        except tf.errors.ResourceExhaustedError:
+            size = self.config.data.image_size
+            raise TrainingError(
+                f"out of memory with train.batch_size={self.config.train.batch_size} and data.image_size "
+                f"{size[0]}x{size[1]}; lower train.batch_size first, then data.image_size"
+            ) from None
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(phase.epochs for phase in plan_phases(self.config))
 
 
 def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: str = "run") -> TrainResult:
@@ -120,73 +323,71 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
 
     Raises:
         DatasetError: when the data cannot be split or a split is empty.
-        TrainingError: when the loss becomes non-finite.
+        TrainingError: when the loss becomes non-finite or memory runs out.
     """
     import keras
 
-    from imgclf.augmentation import build_augmenter
-    from imgclf.models import build_model
-    from imgclf.pipeline import make_dataset
-
     reporter = reporter or Reporter()
-    keras.utils.set_random_seed(config.seed)
-    run_dir = new_run_dir(config.output.runs_dir, config.output.name, config_name)
-    save_config(config, run_dir / "config.yaml")
-    reporter.message(f"run directory {run_dir}")
+    strategy = _configure_runtime(config)
+    try:
+        run_dir = new_run_dir(config.output.runs_dir, config.output.name, config_name)
+        save_config(config, run_dir / "config.yaml")
+        reporter.message(f"run directory {run_dir}")
+        split = prepare_split(config, run_dir, reporter)
+        for warning in data_warnings(split):
+            log.warning("warning: %s", warning)
+        _check_imbalance(config, split)
+        write_json(run_dir / CLASSES_FILE, split.classes)
+        train_images = _decode(split, "train", config, reporter)
+        val_images = _decode(split, "val", config, reporter)
+        _check_not_empty(config, train_images, val_images)
 
-    split = prepare_split(config, run_dir, reporter)
-    for warning in data_warnings(split):
-        log.warning("warning: %s", warning)
-    write_json(run_dir / CLASSES_FILE, split.classes)
-    train_images = _decode(split, "train", config, reporter)
-    val_images = _decode(split, "val", config, reporter)
+        trainer = _Trainer(config, run_dir, split, train_images, val_images, reporter, strategy)
+        trainer.build()
+        parts = trainer.parts
+        reporter.message(
+            f"model {parts.model.name}: {parts.model.count_params():,} parameters, input "
+            f"{config.data.image_size[0]}x{config.data.image_size[1]}, {len(split.classes)} classes; "
+            f"training {len(train_images)} images, validating on {len(val_images)}"
+        )
+        started = time.perf_counter()
+        epoch = 0
+        for phase in plan_phases(config):
+            epoch = trainer.run_phase(phase, epoch)
+        seconds = time.perf_counter() - started
+        trainer.checkpoint.restore_best(parts.model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    return _finish(config, split, run_dir, trainer, seconds, train_images.skipped + val_images.skipped, reporter)
+
+
+def _check_not_empty(config: RunConfig, train_images, val_images) -> None:
     if len(train_images) == 0:
-        raise DatasetError(f"{config.data.path}: the train split holds no usable images")
+        raise DatasetError(f"{config.data.path}: the train split contains no usable images")
     if len(val_images) == 0:
         raise DatasetError(
-            f"{config.data.path}: the val split holds no usable images, but train.monitor={config.train.monitor} "
+            f"{config.data.path}: the val split contains no usable images, but train.monitor={config.train.monitor} "
             "needs them; give data.split_ratios a val share or add a val/ folder"
         )
 
-    batch_size = config.train.batch_size
-    steps_per_epoch = math.ceil(len(train_images) / batch_size)
-    augmenter = build_augmenter(config.augmentation, config.seed)
-    train_data = make_dataset(train_images, batch_size, shuffle=True, seed=config.seed, augmenter=augmenter)
-    val_data = make_dataset(val_images, batch_size, shuffle=False, seed=config.seed)
 
-    model = build_model(config.model, config.data.image_size, len(split.classes))
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=_metrics(config, len(split.classes)),
-    )
-    reporter.message(
-        f"model {config.model.name}: {model.count_params():,} parameters, input {config.data.image_size[0]}x"
-        f"{config.data.image_size[1]}, {len(split.classes)} classes; training {len(train_images)} images, "
-        f"validating on {len(val_images)}"
-    )
-    callbacks, checkpoint, guard, progress = _callbacks(config, run_dir, reporter, len(train_images))
+def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporter) -> TrainResult:
+    import statistics
 
-    started = time.perf_counter()
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-    history = model.fit(train_data, validation_data=val_data, epochs=config.train.epochs, callbacks=callbacks, verbose=0,
-                        shuffle=False)
-    seconds = time.perf_counter() - started
-    if guard.failure is not None:
-        raise TrainingError(guard.failure)
-    checkpoint.restore_best(model)
-
-    history_rows = _history_rows(history.history)
-    write_json(run_dir / "history.json", history_rows)
+    write_json(run_dir / "history.json", trainer.history)
+    best_index = trainer.checkpoint.best_epoch
+    best_row = next((row for row in trainer.history if row["epoch"] == best_index + 1), {})
     result = TrainResult(
         run_dir=run_dir,
-        best_epoch=checkpoint.best_epoch + 1,
-        best_metrics=history_rows[checkpoint.best_epoch] if history_rows else {},
-        epochs_run=len(history_rows),
-        train_images_per_second=progress.median_images_per_second(),
+        best_epoch=best_index + 1,
+        best_metrics=best_row,
+        epochs_run=len(trainer.history),
+        train_images_per_second=statistics.median(trainer.images_per_second) if trainer.images_per_second else 0.0,
+        phases=trainer.phase_records,
     )
-    _write_run_record(config, split, run_dir, result, seconds, train_images.skipped + val_images.skipped)
-    best = result.best_metrics
+    _write_run_record(config, split, run_dir, result, seconds, skipped, trainer.parts.preprocessing)
+    best = {key: value for key, value in best_row.items() if isinstance(value, float)}
     if "accuracy" in best and "val_accuracy" in best:
         reporter.message(
             f"train/validation gap at the best epoch: accuracy {best['accuracy']:.4f} vs val_accuracy "
@@ -194,22 +395,22 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
         )
     reporter.message(
         f"best epoch {result.best_epoch}/{result.epochs_run}: "
-        + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items() if key != "epoch")
+        + ", ".join(f"{key} {value:.4f}" for key, value in best.items())
         + f"; model written to {run_dir / MODEL_FILE}"
     )
     return result
 
 
-def _history_rows(history: dict) -> list[dict]:
-    keys = sorted(history)
+def _history_rows(history: dict, initial_epoch: int, phase: str) -> list[dict]:
+    keys = sorted(key for key in history if key != "learning_rate")
     n_epochs = len(history[keys[0]]) if keys else 0
     return [
-        {"epoch": epoch + 1, **{key: float(history[key][epoch]) for key in keys if key != "learning_rate"}}
+        {"epoch": initial_epoch + epoch + 1, "phase": phase, **{key: float(history[key][epoch]) for key in keys}}
         for epoch in range(n_epochs)
     ]
 
 
-def _write_run_record(config, split, run_dir, result: TrainResult, seconds: float, skipped) -> None:
+def _write_run_record(config, split, run_dir, result: TrainResult, seconds: float, skipped, preprocessing: str) -> None:
     write_json(run_dir / RUN_FILE, {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.seed,
@@ -221,14 +422,22 @@ def _write_run_record(config, split, run_dir, result: TrainResult, seconds: floa
             "classes": split.classes,
             "counts": split.counts(),
         },
-        "model": {"name": config.model.name, "image_size": list(config.data.image_size), "file": MODEL_FILE,
-                  "input": "RGB pixels in [0, 255], any size; resizing and rescaling are inside the model"},
+        "model": {
+            "architecture": config.model.architecture,
+            "backbone": config.model.backbone if isinstance(config.model.backbone, (str, type(None)))
+            else config.model.backbone.model_dump(),
+            "image_size": list(config.data.image_size),
+            "file": MODEL_FILE,
+            "input": "RGB pixels in [0, 255], any size; resizing and preprocessing are inside the model",
+            "preprocessing": preprocessing,
+        },
         "training": {
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             "best_metrics": result.best_metrics,
             "seconds": round(seconds, 2),
             "train_images_per_second": round(result.train_images_per_second, 1),
+            "phases": result.phases,
         },
         "skipped_while_decoding": [issue.__dict__ for issue in skipped],
     })

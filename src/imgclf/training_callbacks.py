@@ -16,9 +16,12 @@ from imgclf.progress import Reporter
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever the monitored metric improves and restore those weights at the end."""
 
-    def __init__(self, path: Path, monitor: str, mode: str):
+    def __init__(self, path: Path, monitor: str, mode: str, save_model=None):
+        """`save_model` is the model written and restored; default the model being fitted. A head
+        trained on cached features passes the end-to-end model that contains it."""
         super().__init__()
         self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.save_model = save_model
         self.best_value = -math.inf if mode == "max" else math.inf
         self.best_epoch = 0
         self.best_weights = None
@@ -31,9 +34,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         improved = value > self.best_value if self.mode == "max" else value < self.best_value
         if improved or self.best_weights is None:
+            model = self.save_model or self.model
             self.best_value, self.best_epoch = value, epoch
-            self.best_weights = self.model.get_weights()
-            self.model.save(self.path)
+            self.best_weights = model.get_weights()
+            model.save(self.path)
 
     def restore_best(self, model) -> None:
         if self.best_weights is not None:
@@ -64,9 +68,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 class ProgressCallback(keras.callbacks.Callback):
     """Forward epoch and batch progress to a Reporter and time the training part of each epoch."""
 
-    def __init__(self, reporter: Reporter, epochs: int, n_train: int):
+    def __init__(self, reporter: Reporter, epochs: int, n_train: int, phase: str = ""):
         super().__init__()
         self.reporter, self.epochs, self.n_train = reporter, epochs, n_train
+        self.label = f" ({phase.replace('_', '-')})" if phase and phase != "scratch" else ""
         self.images_per_second: list[float] = []
         self._steps = None
 
@@ -75,7 +80,7 @@ class ProgressCallback(keras.callbacks.Callback):
         self._started = time.perf_counter()
         self._train_seconds = None
         self._steps = self.params.get("steps")
-        self.reporter.progress_start("epoch", f"epoch {epoch + 1}/{self.epochs}", self._steps)
+        self.reporter.progress_start("epoch", f"epoch {epoch + 1}/{self.epochs}{self.label}", self._steps)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -95,7 +100,8 @@ class ProgressCallback(keras.callbacks.Callback):
         figures = ", ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items())
                             if key != "learning_rate")
         self.reporter.message(
-            f"epoch {epoch + 1}/{self.epochs}: {figures} ({seconds:.1f} s, {self.images_per_second[-1]:.0f} images/s)"
+            f"epoch {epoch + 1}/{self.epochs}{self.label}: {figures} ({seconds:.1f} s, "
+            f"{self.images_per_second[-1]:.0f} images/s)"
         )
 
     def median_images_per_second(self) -> float:

@@ -68,8 +68,11 @@ def render_report(report: dict) -> None:
         table.add_row(name, *cells, str(count))
     console.print(table)
     console.print(f"imbalance ratio (largest / smallest class): {report['imbalance_ratio']}")
+    if report["empty_classes"]:
+        console.print(f"[bold red]classes without usable images:[/] {', '.join(report['empty_classes'])}",
+                      highlight=False)
     findings = [
-        ("unreadable files", report["unreadable"], lambda item: f"{item['path']}: {item['detail']}"),
+        ("unreadable files", report["unreadable"], lambda item: item["detail"]),
         ("groups leaking across splits", report["leakage"], _describe_group),
         ("groups with conflicting labels", report["label_conflicts"], _describe_group),
         ("duplicate groups", report["duplicate_groups"], _describe_group),

@@ -90,6 +90,10 @@ def render_import_summary(report: dict) -> None:
         err_console.print(f"  {issue['item']}{path}: {issue['reason']}: {issue['detail']}", highlight=False)
     if len(report["not_imported"]) > 10:
         err_console.print(f"  ... and {len(report['not_imported']) - 10} more, listed in import_report.json")
+    if report.get("classes_without_images"):
+        console.print(f"[yellow]warning:[/] labels without an imported image: "
+                      f"{', '.join(repr(name) for name in report['classes_without_images'])}; they are left out of "
+                      "classes.json, so no model will predict them", highlight=False)
     for names in report["similar_class_names"]:
         console.print(f"[yellow]warning:[/] labels {', '.join(repr(name) for name in names)} differ only in "
                       "letter case or Unicode normalization; they are kept as separate classes")
