@@ -43,3 +43,9 @@ class TrainingError(ImgclfError):
     """Training stopped because it cannot produce a usable model."""
 
     exit_code = 7
+
+
+class TrainingInterrupted(ImgclfError):
+    """Training was stopped by Ctrl-C or SIGTERM after a completed epoch; the run can be resumed."""
+
+    exit_code = 130

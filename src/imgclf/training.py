@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Optional
 
 from imgclf.config import RunConfig, save_config
-from imgclf.errors import ConfigError, DatasetError, TrainingError
+from imgclf.errors import ConfigError, DatasetError, TrainingError, TrainingInterrupted
 from imgclf.progress import Reporter
-from imgclf.runs import CLASSES_FILE, MODEL_FILE, RUN_FILE, new_run_dir, versions, write_json
+from imgclf.runs import CLASSES_FILE, MODEL_FILE, RUN_FILE, new_run_dir, read_json, versions, write_json
 from imgclf.scan import scan_dataset
 from imgclf.splitting import Split, data_warnings, is_split_folder, read_split, split_scan, write_split
 
 log = logging.getLogger("imgclf")
+CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass
@@ -202,6 +203,8 @@ class _Trainer:
         self.history: list[dict] = []
         self.phase_records: list[dict] = []
         self.images_per_second: list[float] = []
+        self.stop = None
+        self.resume_state: Optional[dict] = None
 
     def build(self) -> None:
         from imgclf.models import build_model_parts
@@ -219,10 +222,13 @@ class _Trainer:
 
         from imgclf.training_callbacks import NonFiniteLossGuard, ProgressCallback
 
+        from imgclf.training_callbacks import EpochRecorder
+
         train = self.config.train
         guard = NonFiniteLossGuard()
         progress = ProgressCallback(self.reporter, self.total_epochs, len(self.train_images), phase.name)
-        callbacks = [guard, self.checkpoint, progress,
+        recorder = EpochRecorder(lambda epoch, logs: self._record_epoch(phase, epoch, logs, progress), self.stop)
+        callbacks = [guard, self.checkpoint, progress, recorder,
                      keras.callbacks.CSVLogger(str(self.run_dir / "metrics.csv"), append=True)]
         if train.early_stopping_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(train.monitor, patience=train.early_stopping_patience, mode=self.mode))
@@ -268,36 +274,102 @@ class _Trainer:
                   for start in range(0, len(decoded), 128)]
         return np.concatenate(chunks).astype(np.float32), decoded.labels
 
-    def run_phase(self, phase: Phase, initial_epoch: int) -> int:
-        """Run one phase from `initial_epoch`; returns the number of the last epoch completed."""
+    def _target(self, phase: Phase):
+        """The model a phase fits: the head alone on cached features, else the end-to-end model."""
         from imgclf.models import set_backbone_trainable
 
-        target = self.parts.model
         if phase.name == "frozen":
             self.parts.backbone.trainable = False
-            target = self.parts.head if phase.feature_cache else self.parts.model
-        elif phase.name == "fine_tune":
+            return self.parts.head if phase.feature_cache else self.parts.model
+        if phase.name == "fine_tune":
             unfrozen = set_backbone_trainable(self.parts.backbone, self.config.model.fine_tune_layers)
             self.reporter.message(f"fine-tuning: {unfrozen} backbone layers with weights unfrozen, "
                                   "BatchNormalization kept in inference mode")
+        return self.parts.model
+
+    def run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        """Run one phase from `initial_epoch`; returns the number of the last epoch completed.
+
+        Raises:
+            TrainingError: on a non-finite loss or when memory runs out.
+            TrainingInterrupted: when Ctrl-C or SIGTERM stopped the phase after an epoch.
+        """
+        self._phase_index, self._phase_started_epoch = index, initial_epoch
+        target = self._target(phase)
+        self._fitted = target
         train_data, val_data = self._datasets(phase)
         steps_per_epoch = math.ceil(len(self.train_images) / self.config.train.batch_size)
         with self.strategy.scope():
             _compile(target, self.config, phase, steps_per_epoch, self.n_classes)
+            if self.resume_state and self.resume_state.get("phase_in_progress") == index:
+                target.optimizer.build(target.trainable_variables)
+                target.load_weights(self.run_dir / CHECKPOINT_DIR / "fitted.weights.h5")
+        end_epoch = self._phase_end_epoch(index, phase, initial_epoch)
         callbacks, guard, progress = self._callbacks(phase)
         started = time.perf_counter()
-        history = self._fit(target, train_data, val_data, initial_epoch + phase.epochs, initial_epoch, callbacks)
+        self._fit(target, train_data, val_data, end_epoch, initial_epoch, callbacks)
         if guard.failure is not None:
             raise TrainingError(guard.failure)
-        rows = _history_rows(history.history, initial_epoch, phase.name)
-        self.history.extend(rows)
-        self.images_per_second.extend(progress.images_per_second)
+        completed = self.history[-1]["epoch"] if self.history else initial_epoch
+        if self.stop.requested:
+            raise TrainingInterrupted(
+                f"stopped after epoch {completed}; a resumable checkpoint is in {self.run_dir / CHECKPOINT_DIR}. "
+                f"Continue with: imgclf train --resume {self.run_dir}"
+            )
         self.phase_records.append({
-            "name": phase.name, "epochs_run": len(rows), "learning_rate": phase.learning_rate,
-            "feature_cache": phase.feature_cache, "seconds": round(time.perf_counter() - started, 2),
+            "name": phase.name, "epochs_run": sum(1 for row in self.history if row["phase"] == phase.name),
+            "learning_rate": phase.learning_rate, "feature_cache": phase.feature_cache,
+            "seconds": round(time.perf_counter() - started, 2),
             "train_images_per_second": round(progress.median_images_per_second(), 1),
         })
-        return initial_epoch + len(rows)
+        self._save_state(phase_in_progress=None, next_phase=index + 1)
+        return completed
+
+    def _phase_end_epoch(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        """The epoch a phase runs to; a resumed phase keeps the end it had when it started."""
+        if self.resume_state and self.resume_state.get("phase_in_progress") == index:
+            return self.resume_state["phase_end_epoch"]
+        self._current_end = initial_epoch + phase.epochs
+        return self._current_end
+
+    def _record_epoch(self, phase: Phase, epoch: int, logs: dict, progress) -> None:
+        row = {"epoch": epoch + 1, "phase": phase.name}
+        row.update({key: float(value) for key, value in sorted(logs.items())})
+        # The rate the next step would use, read from the optimizer, so a resumed run shows its schedule.
+        row["learning_rate"] = float(self._fitted.optimizer.learning_rate.numpy())
+        self.history.append(row)
+        self.images_per_second.append(progress.images_per_second[-1])
+        end = getattr(self, "_current_end", None) or self.resume_state["phase_end_epoch"]
+        self._save_state(phase_in_progress=self._phase_index, next_phase=self._phase_index, phase_end_epoch=end)
+
+    def _save_state(self, phase_in_progress: Optional[int], next_phase: int, phase_end_epoch: int = 0) -> None:
+        """Write the resumable checkpoint: weights (with optimizer state) and where training stands."""
+        folder = self.run_dir / CHECKPOINT_DIR
+        folder.mkdir(exist_ok=True)
+        self.parts.model.save_weights(folder / "model.weights.h5")
+        if phase_in_progress is not None:
+            self._fitted.save_weights(folder / "fitted.weights.h5")
+        write_json(folder / "state.json", {
+            "next_phase": next_phase,
+            "phase_in_progress": phase_in_progress,
+            "phase_end_epoch": phase_end_epoch,
+            "completed_epoch": self.history[-1]["epoch"] if self.history else 0,
+            "manifest_sha256": self.split.manifest_hash(),
+            "best": {"value": self.checkpoint.best_value, "epoch": self.checkpoint.best_epoch},
+            "history": self.history,
+            "phase_records": self.phase_records,
+            "images_per_second": self.images_per_second,
+        })
+
+    def restore(self, state: dict) -> None:
+        """Take up a run where `state` (from checkpoint/state.json) left it."""
+        self.resume_state = state
+        self.history = state["history"]
+        self.phase_records = state["phase_records"]
+        self.images_per_second = state["images_per_second"]
+        self.checkpoint.best_value = state["best"]["value"]
+        self.checkpoint.best_epoch = state["best"]["epoch"]
+        self.parts.model.load_weights(self.run_dir / CHECKPOINT_DIR / "model.weights.h5")
 
     def _fit(self, target, train_data, val_data, epochs, initial_epoch, callbacks):
         import tensorflow as tf
@@ -324,16 +396,81 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
     Raises:
         DatasetError: when the data cannot be split or a split is empty.
         TrainingError: when the loss becomes non-finite or memory runs out.
+        TrainingInterrupted: after Ctrl-C or SIGTERM; the run directory then holds a checkpoint
+            that `resume` continues from.
     """
-    import keras
+    reporter = reporter or Reporter()
+    run_dir = new_run_dir(config.output.runs_dir, config.output.name, config_name)
+    save_config(config, run_dir / "config.yaml")
+    reporter.message(f"run directory {run_dir}")
+    return _run(config, run_dir, reporter, state=None)
+
+
+def resume(run_dir: str | os.PathLike, reporter: Optional[Reporter] = None, config: Optional[RunConfig] = None) -> TrainResult:
+    """Continue an interrupted run after its last completed epoch.
+
+    The model weights, the optimizer state (and so the learning-rate schedule position), the
+    best checkpoint and the history are restored. `config`, when given, must equal the run's
+    own config.
+
+    Raises:
+        TrainingError: when the run has no checkpoint, finished already, or its config or data
+            manifest changed since it started.
+    """
+    from imgclf.config import load_config
 
     reporter = reporter or Reporter()
+    run = Path(run_dir)
+    state_file = run / CHECKPOINT_DIR / "state.json"
+    if not (run / "config.yaml").is_file():
+        raise TrainingError(f"{run_dir}: not a run directory (no config.yaml); give a folder written by `imgclf train`")
+    if not state_file.is_file():
+        raise TrainingError(f"{run_dir}: no resumable checkpoint (the run stopped before finishing its first epoch)")
+    saved = load_config(run / "config.yaml")
+    if config is not None:
+        _check_same_config(saved, config, run)
+    state = read_json(state_file)
+    if state["next_phase"] >= len(plan_phases(saved)):
+        raise TrainingError(f"{run_dir}: this run finished all its epochs; there is nothing to resume")
+    reporter.message(f"resuming {run} after epoch {state['completed_epoch']}")
+    return _run(saved, run, reporter, state=state)
+
+
+def _check_same_config(saved: RunConfig, given: RunConfig, run: Path) -> None:
+    differences = _differences(saved.to_dict(), given.to_dict())
+    differences = [item for item in differences if not item[0].startswith("output.")]
+    if differences:
+        listed = "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, old, new in differences)
+        raise TrainingError(f"{run}: the config changed since the run started ({listed}); start a new run instead")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    found = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            found.extend(_differences(old[key], new[key], dotted + "."))
+        elif old.get(key) != new.get(key):
+            found.append((dotted, old.get(key), new.get(key)))
+    return found
+
+
+def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[dict]) -> TrainResult:
+    import keras
+
+    from imgclf.training_callbacks import StopRequest
+
     strategy = _configure_runtime(config)
     try:
-        run_dir = new_run_dir(config.output.runs_dir, config.output.name, config_name)
-        save_config(config, run_dir / "config.yaml")
-        reporter.message(f"run directory {run_dir}")
-        split = prepare_split(config, run_dir, reporter)
+        if state is None:
+            split = prepare_split(config, run_dir, reporter)
+        else:
+            split = read_split(run_dir / "split" if (run_dir / "split").is_dir() else config.data.path)
+            if split.manifest_hash() != state["manifest_sha256"]:
+                raise TrainingError(
+                    f"{run_dir}: the data manifest changed since the run started (SHA-256 {state['manifest_sha256'][:12]} "
+                    f"then, {split.manifest_hash()[:12]} now); start a new run instead"
+                )
         for warning in data_warnings(split):
             log.warning("warning: %s", warning)
         _check_imbalance(config, split)
@@ -350,10 +487,16 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
             f"{config.data.image_size[0]}x{config.data.image_size[1]}, {len(split.classes)} classes; "
             f"training {len(train_images)} images, validating on {len(val_images)}"
         )
+        first_phase, epoch = 0, 0
+        if state is not None:
+            trainer.restore(state)
+            first_phase, epoch = state["next_phase"], state["completed_epoch"]
         started = time.perf_counter()
-        epoch = 0
-        for phase in plan_phases(config):
-            epoch = trainer.run_phase(phase, epoch)
+        with StopRequest() as stop:
+            trainer.stop = stop
+            for index, phase in enumerate(plan_phases(config)):
+                if index >= first_phase:
+                    epoch = trainer.run_phase(index, phase, epoch)
         seconds = time.perf_counter() - started
         trainer.checkpoint.restore_best(parts.model)
     finally:
@@ -374,6 +517,11 @@ def _check_not_empty(config: RunConfig, train_images, val_images) -> None:
 
 def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporter) -> TrainResult:
     import statistics
+
+    # The run is complete: its weights live in model.keras, and state.json records that
+    # every phase finished, so the checkpoint's weight files can go.
+    for name in ("model.weights.h5", "fitted.weights.h5"):
+        (run_dir / CHECKPOINT_DIR / name).unlink(missing_ok=True)
 
     write_json(run_dir / "history.json", trainer.history)
     best_index = trainer.checkpoint.best_epoch
@@ -399,15 +547,6 @@ def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporte
         + f"; model written to {run_dir / MODEL_FILE}"
     )
     return result
-
-
-def _history_rows(history: dict, initial_epoch: int, phase: str) -> list[dict]:
-    keys = sorted(key for key in history if key != "learning_rate")
-    n_epochs = len(history[keys[0]]) if keys else 0
-    return [
-        {"epoch": initial_epoch + epoch + 1, "phase": phase, **{key: float(history[key][epoch]) for key in keys}}
-        for epoch in range(n_epochs)
-    ]
 
 
 def _write_run_record(config, split, run_dir, result: TrainResult, seconds: float, skipped, preprocessing: str) -> None:

@@ -40,8 +40,12 @@ class BestCheckpoint(keras.callbacks.Callback):
             model.save(self.path)
 
     def restore_best(self, model) -> None:
+        """Put the best epoch's weights into `model`, from memory or, after a resume, from the saved file."""
         if self.best_weights is not None:
             model.set_weights(self.best_weights)
+        elif self.path.is_file():
+            saved = keras.saving.load_model(self.path, compile=False, safe_mode=True)
+            model.set_weights(saved.get_weights())
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -107,3 +111,52 @@ class ProgressCallback(keras.callbacks.Callback):
     def median_images_per_second(self) -> float:
         """Median training throughput over the epochs, in images per second (0 before any epoch)."""
         return statistics.median(self.images_per_second) if self.images_per_second else 0.0
+
+
+class StopRequest:
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current epoch.
+
+    A second signal gets the default behaviour, so a user can still kill a stuck run.
+    Signal handlers can only be installed from the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        import signal
+
+        self.requested = True
+        for previous_number, previous in self._previous.items():
+            signal.signal(previous_number, previous)
+
+    def __exit__(self, *exc_info) -> None:
+        import signal
+
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Append each epoch's metrics to the run history, save a resumable checkpoint, and stop
+    at the end of an epoch when a stop was requested."""
+
+    def __init__(self, on_epoch: "callable", stop: StopRequest):
+        super().__init__()
+        self.on_epoch, self.stop = on_epoch, stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_epoch(epoch, logs or {})
+        if self.stop.requested:
+            self.model.stop_training = True
