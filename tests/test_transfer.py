@@ -265,3 +265,28 @@ def test_legacy_h5_with_depthwise_groups_loads(tmp_path):
         keras.saving.load_model(path, compile=False)
     model = load_model_file(str(path))
     assert model.get_layer("depthwise").kernel.shape == (3, 3, 3, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker_mirrored"])
+def test_distribution_strategies_train_on_one_machine(tmp_path, strategy):
+    root = make_dataset(tmp_path / "photos", per_class=6)
+    config = write_config(tmp_path / "c.yaml", root, tmp_path / "runs", output={"name": strategy},
+                          train={"epochs": 1, "distribute": strategy})
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / strategy / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_bfloat16_training_keeps_float32_outputs(tmp_path):
+    import keras
+
+    root = make_dataset(tmp_path / "photos", per_class=6)
+    config = write_config(tmp_path / "c.yaml", root, tmp_path / "runs", output={"name": "bf16"},
+                          train={"epochs": 1, "mixed_precision": "bfloat16"})
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.saving.load_model(tmp_path / "runs" / "bf16" / "model.keras")
+    assert model.output.dtype == "float32"

@@ -143,7 +143,9 @@ class TrainConfig(_Section):
     feature_cache: bool = Field(True, description="Train a frozen backbone's head on features computed once, when no augmentation is on.")
     mixed_precision: Literal["none", "bfloat16"] = "none"
     deterministic: bool = Field(True, description="Turn on TensorFlow op determinism, so a seed reproduces a CPU run exactly.")
-    distribute: Literal["none", "mirrored"] = Field("none", description="mirrored: tf.distribute.MirroredStrategy over the local devices.")
+    distribute: Literal["none", "mirrored", "multi_worker_mirrored"] = Field(
+        "none", description="mirrored: tf.distribute.MirroredStrategy over the local devices; multi_worker_mirrored: "
+        "MultiWorkerMirroredStrategy over the machines that TF_CONFIG lists.")
 
     @field_validator("class_weight")
     @classmethod

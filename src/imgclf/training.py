@@ -115,6 +115,9 @@ def _configure_runtime(config: RunConfig):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision == "bfloat16" else "float32")
     if config.train.distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if config.train.distribute == "multi_worker_mirrored":
+        # NOTE: every worker writes the same run directory; only a single-machine run is tested.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
