@@ -10,7 +10,7 @@ from conftest import make_dataset, make_image, write_config
 from imgclf.cli.main import app
 
 runner = CliRunner()
-SUBCOMMANDS = [[], ["split"], ["import"], ["check"], ["augment"], ["train"], ["evaluate"], ["predict"], ["datasets"], ["datasets", "export"]]
+SUBCOMMANDS = [[], ["split"], ["import"], ["check"], ["runs"], ["runs", "list"], ["augment"], ["train"], ["evaluate"], ["predict"], ["datasets"], ["datasets", "export"]]
 
 
 @pytest.mark.parametrize("args", SUBCOMMANDS, ids=lambda args: " ".join(args) or "main")

@@ -440,22 +440,13 @@ def resume(run_dir: str | os.PathLike, reporter: Optional[Reporter] = None, conf
 
 
 def _check_same_config(saved: RunConfig, given: RunConfig, run: Path) -> None:
-    differences = _differences(saved.to_dict(), given.to_dict())
+    from imgclf.experiments import config_differences
+
+    differences = config_differences(saved.to_dict(), given.to_dict())
     differences = [item for item in differences if not item[0].startswith("output.")]
     if differences:
         listed = "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, old, new in differences)
         raise TrainingError(f"{run}: the config changed since the run started ({listed}); start a new run instead")
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    found = []
-    for key in sorted(set(old) | set(new)):
-        dotted = f"{prefix}{key}"
-        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
-            found.extend(_differences(old[key], new[key], dotted + "."))
-        elif old.get(key) != new.get(key):
-            found.append((dotted, old.get(key), new.get(key)))
-    return found
 
 
 def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[dict]) -> TrainResult:

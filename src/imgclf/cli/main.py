@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from imgclf import __version__
-from imgclf.cli import augment, check, datasets, evaluate, import_cmd, predict, split, train
+from imgclf.cli import augment, check, datasets, evaluate, import_cmd, predict, runs, split, train
 from imgclf.cli.common import DEBUG
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("train", context_settings={"allow_extra_args": False})(train.train_c
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(runs.app, name="runs")
 
 
 def run() -> None:
