@@ -85,3 +85,24 @@ def test_runs_tensorboard_prints_command(tmp_path):
     result = runner.invoke(app, ["runs", "tensorboard", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 0
     assert f"tensorboard --logdir {tmp_path} --host 127.0.0.1 --port 6006" in result.stdout
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_config_text_and_confusion_image(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import make_dataset, write_config
+
+    root = make_dataset(tmp_path / "photos", per_class=6)
+    config = write_config(tmp_path / "c.yaml", root, tmp_path / "runs", output={"name": "tb", "tensorboard": True})
+    assert runner.invoke(app, ["train", "--config", str(config)]).exit_code == 0
+    run = tmp_path / "runs" / "tb"
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
+    tags = {}
+    for name in ("train", "config", "evaluation"):
+        events = EventAccumulator(str(run / "tensorboard" / name), size_guidance={"tensors": 0})
+        events.Reload()
+        tags[name] = set(events.Tags()["tensors"])
+    assert {"epoch_loss", "epoch_learning_rate"} <= tags["train"]
+    assert "config" in tags["config"]
+    assert "confusion_matrix/test" in tags["evaluation"]

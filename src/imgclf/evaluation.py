@@ -119,5 +119,10 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
                 "matrix": metrics["confusion_matrix"]})
     plot_confusion_matrix(metrics["confusion_matrix"], split.classes, out / f"{split_name}_confusion_matrix.png",
                           f"{run.name}: {split_name} split, accuracy {metrics['accuracy']:.3f}")
+    if (run / "tensorboard").is_dir():
+        from imgclf.tensorboard_logs import write_confusion_image
+
+        best_epoch = record.get("training", {}).get("best_epoch", 0)
+        write_confusion_image(run, out / f"{split_name}_confusion_matrix.png", split_name, best_epoch)
     reporter.message(f"evaluated {len(decoded)} {split_name} images; results in {out}")
     return metrics

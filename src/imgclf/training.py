@@ -469,6 +469,10 @@ def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[d
             log.warning("warning: %s", warning)
         _check_imbalance(config, split)
         write_json(run_dir / CLASSES_FILE, split.classes)
+        if config.output.tensorboard and state is None:
+            from imgclf.tensorboard_logs import write_config_text
+
+            write_config_text(run_dir, (run_dir / "config.yaml").read_text("utf-8"))
         train_images = _decode(split, "train", config, reporter)
         val_images = _decode(split, "val", config, reporter)
         _check_not_empty(config, train_images, val_images)
