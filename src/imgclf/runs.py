@@ -19,7 +19,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from imgclf.errors import ModelError
 
@@ -69,23 +69,57 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text("utf-8"))
 
 
-def resolve_model(model: str | os.PathLike) -> tuple[Path, list[str], Optional[Path]]:
-    """Find the model file and its class names from a run directory or a `.keras` file.
+class ResolvedModel(NamedTuple):
+    """A model file to predict with, its class names and the runtime that runs it."""
 
-    Returns (model file, class names, run directory or None).
+    # A `.keras` or `.tflite` file, or a SavedModel folder.
+    model_file: Path
+    classes: list[str]
+    # The run directory the model came from, when it is still inside one.
+    run_dir: Optional[Path]
+    # (height, width) from a bundle manifest, or None to read the size from the model.
+    image_size: Optional[tuple[int, int]]
+    # The runtime that runs it: "keras", "savedmodel" or "tflite".
+    runtime: str
+
+
+def resolve_model(model: str | os.PathLike) -> ResolvedModel:
+    """Find the model file and its class names from a run directory, a bundle, or a model file.
+
+    Accepted: a run directory (its `model.keras`), a `.keras` file with `classes.json` beside it,
+    a bundle folder written by `imgclf export` (its `model.tflite` when it has one, else its
+    `model.keras`), or a `.keras` or `.tflite` file or SavedModel folder inside a bundle.
 
     Raises:
-        ModelError: when the model file or its `classes.json` cannot be found or read.
+        ModelError: when the model file or its class names cannot be found or read.
     """
+    from imgclf.bundle import find_bundle
+
     path = Path(model)
+    found = find_bundle(path) if path.exists() else None
+    if found is not None:
+        bundle, entry = found
+        return ResolvedModel(bundle.path_of(entry), bundle.classes, None, bundle.image_size, entry["format"])
     if path.is_dir():
         model_file, run_dir = path / MODEL_FILE, path
         if not model_file.is_file():
-            raise ModelError(f"{path}: no {MODEL_FILE} in this folder; give a run directory written by `imgclf train`")
+            raise ModelError(
+                f"{path}: no {MODEL_FILE} in this folder; give a run directory written by `imgclf train` "
+                "or a bundle written by `imgclf export`"
+            )
     elif path.is_file():
+        if path.suffix.lower() == ".tflite":
+            raise ModelError(
+                f"{path}: a .tflite file needs the imgclf.json of its bundle for its class names; "
+                "keep it inside the folder `imgclf export` wrote"
+            )
         model_file, run_dir = path, (path.parent if (path.parent / RUN_FILE).is_file() else None)
     else:
-        raise ModelError(f"{model}: model not found; give a run directory or a .keras file")
+        raise ModelError(f"{model}: model not found; give a run directory, a bundle or a .keras file")
+    return ResolvedModel(model_file, _read_classes(model_file), run_dir, None, "keras")
+
+
+def _read_classes(model_file: Path) -> list[str]:
     classes_file = model_file.parent / CLASSES_FILE
     if not classes_file.is_file():
         raise ModelError(
@@ -98,7 +132,7 @@ def resolve_model(model: str | os.PathLike) -> tuple[Path, list[str], Optional[P
         raise ModelError(f"{classes_file}: invalid JSON ({exc})") from None
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         raise ModelError(f"{classes_file}: expected a JSON list of class names")
-    return model_file, classes, run_dir
+    return classes
 
 
 def load_keras_model(model_file: Path):
