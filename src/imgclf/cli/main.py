@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from imgclf import __version__
-from imgclf.cli import augment, check, datasets, evaluate, import_cmd, predict, runs, split, train
+from imgclf.cli import augment, check, datasets, evaluate, export, import_cmd, predict, runs, split, train, verify
 from imgclf.cli.common import DEBUG
 
 app = typer.Typer(
@@ -40,6 +40,8 @@ app.command("augment")(augment.augment_command)
 app.command("train", context_settings={"allow_extra_args": False})(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
+app.command("export")(export.export_command)
+app.command("verify")(verify.verify_command)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(runs.app, name="runs")
 
