@@ -72,10 +72,14 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
 
 
 def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Optional[Reporter] = None) -> dict:
-    """Evaluate a run's model on `split_name` and write `evaluation/<split>_metrics.json`,
-    `<split>_confusion_matrix.json` and `<split>_confusion_matrix.png` in the run directory.
+    """Evaluate a run's model on `split_name`.
 
-    Returns the metrics dict (see `compute_metrics`) with `split` and `skipped` added.
+    Writes `evaluation/<split>_metrics.json`, `<split>_confusion_matrix.json` and
+    `<split>_confusion_matrix.png`, and the HTML report (`report.html` for the test split,
+    `report_<split>.html` otherwise) in the run directory.
+
+    Returns the metrics dict (see `compute_metrics`) with `split`, `skipped`, the error
+    analysis (`error_analysis`), `calibration` and the `coverage` curve added.
     """
     from imgclf.config import load_config
     from imgclf.pipeline import decode_split
@@ -111,6 +115,11 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
     metrics["split"] = split_name
     metrics["classes"] = split.classes
     metrics["skipped"] = [issue.__dict__ for issue in decoded.skipped]
+    metrics.update(error_analysis(decoded.paths, decoded.labels, probabilities, split.classes))
+    metrics["calibration"], calibrated = _calibration_summary(run, probabilities, decoded.labels)
+    from imgclf.calibration import coverage_curve
+
+    metrics["coverage"] = coverage_curve(calibrated, decoded.labels)
     out = run / "evaluation"
     out.mkdir(exist_ok=True)
     write_json(out / f"{split_name}_metrics.json", metrics)
@@ -124,5 +133,61 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
 
         best_epoch = record.get("training", {}).get("best_epoch", 0)
         write_confusion_image(run, out / f"{split_name}_confusion_matrix.png", split_name, best_epoch)
-    reporter.message(f"evaluated {len(decoded)} {split_name} images; results in {out}")
+    report_path = run / ("report.html" if split_name == "test" else f"report_{split_name}.html")
+    _write_report(run, metrics, report_path)
+    reporter.message(f"evaluated {len(decoded)} {split_name} images; results in {out}, report in {report_path}")
     return metrics
+
+
+def error_analysis(paths: list[str], labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    """The normalised confusion matrix, the most confused class pairs and the misclassified images by loss."""
+    from sklearn.metrics import confusion_matrix
+
+    indices = list(range(len(classes)))
+    predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
+    normalised = confusion_matrix(labels, predicted, labels=indices, normalize="true") if len(labels) else []
+    counts = confusion_matrix(labels, predicted, labels=indices) if len(labels) else np.zeros((len(classes),) * 2, int)
+    pairs = [
+        {"true": classes[row], "predicted": classes[column], "count": int(counts[row, column])}
+        for row in indices for column in indices if row != column and counts[row, column] > 0
+    ]
+    pairs.sort(key=lambda pair: (-pair["count"], pair["true"], pair["predicted"]))
+    errors = []
+    for index in np.flatnonzero(predicted != labels):
+        true_probability = float(probabilities[index, labels[index]])
+        errors.append({
+            "path": paths[index],
+            "true": classes[labels[index]],
+            "predicted": classes[predicted[index]],
+            "confidence": float(probabilities[index, predicted[index]]),
+            "loss": float(-np.log(max(true_probability, 1e-12))),
+        })
+    errors.sort(key=lambda error: -error["loss"])
+    return {
+        "confusion_matrix_normalized": np.round(np.asarray(normalised, dtype=float), 4).tolist(),
+        "most_confused": pairs[:10],
+        "misclassified": errors,
+    }
+
+
+def _calibration_summary(run: Path, probabilities: np.ndarray, labels: np.ndarray) -> tuple[dict, np.ndarray]:
+    """ECE of the raw probabilities and, when training fitted a temperature, of the calibrated ones."""
+    from imgclf.calibration import apply_temperature, reliability
+
+    summary: dict = {"raw": reliability(probabilities, labels)}
+    calibration_file = run / "calibration.json"
+    if not calibration_file.is_file():
+        return summary, probabilities
+    temperature = float(read_json(calibration_file)["temperature"])
+    calibrated = apply_temperature(probabilities, temperature)
+    summary["temperature"] = temperature
+    summary["calibrated"] = reliability(calibrated, labels)
+    return summary, calibrated
+
+
+def _write_report(run: Path, metrics: dict, path: Path) -> None:
+    from imgclf.report import render_report
+
+    history_file = run / "history.json"
+    history = read_json(history_file) if history_file.is_file() else []
+    path.write_text(render_report(run.name, metrics, history), "utf-8")

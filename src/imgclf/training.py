@@ -533,6 +533,7 @@ def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporte
         phases=trainer.phase_records,
     )
     _write_run_record(config, split, run_dir, result, seconds, skipped, trainer.parts.preprocessing)
+    _calibrate(trainer, run_dir, reporter)
     best = {key: value for key, value in best_row.items() if isinstance(value, float)}
     if "accuracy" in best and "val_accuracy" in best:
         reporter.message(
@@ -545,6 +546,28 @@ def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporte
         + f"; model written to {run_dir / MODEL_FILE}"
     )
     return result
+
+
+def _calibrate(trainer: _Trainer, run_dir: Path, reporter: Reporter) -> None:
+    """Fit temperature scaling on the validation split and write calibration.json."""
+    import numpy as np
+    import tensorflow as tf
+
+    from imgclf.calibration import fit_temperature
+
+    model = trainer.parts.model
+    predict = tf.function(lambda batch: model(batch, training=False))
+    images = trainer.val_images.images
+    probabilities = np.concatenate([
+        predict(tf.constant(np.asarray(images[start:start + 128], np.float32))).numpy()
+        for start in range(0, len(images), 128)
+    ])
+    calibration = fit_temperature(probabilities.astype(np.float64), trainer.val_images.labels)
+    write_json(run_dir / "calibration.json", calibration)
+    reporter.message(
+        f"calibration: temperature {calibration['temperature']:.3f} fitted on {calibration['n_images']} val images; "
+        f"expected calibration error {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after"
+    )
 
 
 def _write_run_record(config, split, run_dir, result: TrainResult, seconds: float, skipped, preprocessing: str) -> None:
