@@ -161,6 +161,17 @@ class OutputConfig(_Section):
     tensorboard: bool = True
 
 
+class MlflowConfig(_Section):
+    tracking_uri: str = Field(description="Where MLflow stores runs, e.g. sqlite:///mlflow.db or http://mlflow.internal:5000.")
+    experiment: str = Field("imgclf", description="MLflow experiment name, created when missing.")
+    run_name: Optional[str] = Field(None, description="MLflow run name; default the run directory's name.")
+    artifact_location: Optional[str] = Field(None, description="Artifact root for a new experiment; default mlartifacts/ beside a SQLite file.")
+
+
+class TrackingConfig(_Section):
+    mlflow: Optional[MlflowConfig] = Field(None, description="Log to MLflow (needs `pip install imgclf[mlflow]`).")
+
+
 class RunConfig(_Section):
     seed: int = Field(42, ge=0, le=2**31 - 1)
     data: DataConfig
@@ -168,6 +179,7 @@ class RunConfig(_Section):
     augmentation: AugmentationConfig = AugmentationConfig()
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

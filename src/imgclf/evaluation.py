@@ -135,6 +135,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
         write_confusion_image(run, out / f"{split_name}_confusion_matrix.png", split_name, best_epoch)
     report_path = run / ("report.html" if split_name == "test" else f"report_{split_name}.html")
     _write_report(run, metrics, report_path)
+    _track(config, run, metrics, split_name, [report_path, out / f"{split_name}_metrics.json"])
     reporter.message(f"evaluated {len(decoded)} {split_name} images; results in {out}, report in {report_path}")
     return metrics
 
@@ -183,6 +184,20 @@ def _calibration_summary(run: Path, probabilities: np.ndarray, labels: np.ndarra
     summary["temperature"] = temperature
     summary["calibrated"] = reliability(calibrated, labels)
     return summary, calibrated
+
+
+def _track(config, run: Path, metrics: dict, split_name: str, files: list[Path]) -> None:
+    """Add the evaluation to the run's MLflow run, when the run was tracked there."""
+    from imgclf.tracking import MlflowRun
+
+    tracker = MlflowRun.reopen(config.tracking.mlflow, run)
+    if tracker is None:
+        return
+    figures = {key: value for key, value in metrics.items() if key in ("accuracy", "macro_f1", "macro_precision",
+                                                                       "macro_recall", "top3_accuracy")}
+    figures["ece"] = metrics["calibration"]["raw"]["ece"]
+    tracker.log_metrics(figures, prefix=f"{split_name}_")
+    tracker.log_files(files, folder="evaluation")
 
 
 def _write_report(run: Path, metrics: dict, path: Path) -> None:

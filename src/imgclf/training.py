@@ -208,6 +208,7 @@ class _Trainer:
         self.images_per_second: list[float] = []
         self.stop = None
         self.resume_state: Optional[dict] = None
+        self.tracker = None
 
     def build(self) -> None:
         from imgclf.models import build_model_parts
@@ -342,6 +343,8 @@ class _Trainer:
         row["learning_rate"] = float(self._fitted.optimizer.learning_rate.numpy())
         self.history.append(row)
         self.images_per_second.append(progress.images_per_second[-1])
+        if self.tracker is not None:
+            self.tracker.log_metrics(row, step=row["epoch"])
         end = getattr(self, "_current_end", None) or self.resume_state["phase_end_epoch"]
         self._save_state(phase_in_progress=self._phase_index, next_phase=self._phase_index, phase_end_epoch=end)
 
@@ -478,6 +481,7 @@ def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[d
         _check_not_empty(config, train_images, val_images)
 
         trainer = _Trainer(config, run_dir, split, train_images, val_images, reporter, strategy)
+        trainer.tracker = _start_tracking(config, run_dir, split, resumed=state is not None)
         trainer.build()
         parts = trainer.parts
         reporter.message(
@@ -501,6 +505,20 @@ def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[d
         keras.mixed_precision.set_global_policy("float32")
 
     return _finish(config, split, run_dir, trainer, seconds, train_images.skipped + val_images.skipped, reporter)
+
+
+def _start_tracking(config: RunConfig, run_dir: Path, split: Split, resumed: bool):
+    """Open the MLflow run for this run directory when `tracking.mlflow` is set, else return None."""
+    settings = config.tracking.mlflow
+    if settings is None:
+        return None
+    from imgclf.tracking import MlflowRun
+
+    if resumed:
+        return MlflowRun.reopen(settings, run_dir)
+    tracker = MlflowRun(settings, run_dir)
+    tracker.log_config(config, split.manifest_hash())
+    return tracker
 
 
 def _check_not_empty(config: RunConfig, train_images, val_images) -> None:
@@ -534,6 +552,11 @@ def _finish(config, split, run_dir, trainer: _Trainer, seconds, skipped, reporte
     )
     _write_run_record(config, split, run_dir, result, seconds, skipped, trainer.parts.preprocessing)
     _calibrate(trainer, run_dir, reporter)
+    if trainer.tracker is not None:
+        names = ("config.yaml", "run.json", "history.json", "calibration.json", "classes.json", MODEL_FILE)
+        trainer.tracker.log_files([run_dir / name for name in names])
+        trainer.tracker.finish()
+        reporter.message(f"logged to MLflow run {trainer.tracker.run_id} at {config.tracking.mlflow.tracking_uri}")
     best = {key: value for key, value in best_row.items() if isinstance(value, float)}
     if "accuracy" in best and "val_accuracy" in best:
         reporter.message(
