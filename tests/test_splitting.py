@@ -214,3 +214,27 @@ def test_manifest_without_label_column_is_rejected(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,class\na.png,cat\n")
     with pytest.raises(DatasetError, match=r"manifest\.csv: missing column\(s\) label"):
         scan_dataset(tmp_path)
+
+
+def test_scan_ignores_fifo_and_broken_symlink(tmp_path):
+    import os
+
+    root = make_dataset(tmp_path / "photos", per_class=3)
+    os.mkfifo(root / "cat" / "pipe.jpg")
+    os.symlink(tmp_path / "nowhere.jpg", root / "dog" / "dangling.jpg")
+    scan = scan_dataset(root)
+    reasons = {issue.path.rsplit("/", 1)[1]: issue.detail for issue in scan.ignored}
+    assert reasons["pipe.jpg"] == "named pipe (FIFO), not a regular file"
+    assert reasons["dangling.jpg"] == "broken symbolic link"
+    assert len(scan.records) == 9
+
+
+def test_scan_reports_symlinked_folder_inside_class(tmp_path):
+    import os
+
+    root = make_dataset(tmp_path / "photos", per_class=3)
+    make_dataset(tmp_path / "elsewhere", per_class=2, classes={"extra": (9, 9, 9)}, first_seed=50)
+    os.symlink(tmp_path / "elsewhere" / "extra", root / "cat" / "more")
+    scan = scan_dataset(root)
+    assert [issue.reason for issue in scan.ignored] == ["symlinked_folder"]
+    assert len(scan.records) == 9

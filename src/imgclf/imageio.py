@@ -62,6 +62,9 @@ def _read_bytes(source: Source) -> bytes:
     if isinstance(source, bytes):
         data = source
     else:
+        if os.path.exists(source) and not os.path.isdir(source) and not os.path.isfile(source):
+            # A FIFO or device would block or never end; only regular files are read.
+            raise ImageError(f"{source}: not a regular file (a pipe, socket or device)", reason="not_a_file")
         try:
             data = Path(source).read_bytes()
         except FileNotFoundError:

@@ -131,14 +131,36 @@ def walk_files(folder: Path, ignored: list[FileIssue]) -> list[Path]:
                     ignored.append(
                         FileIssue(str(Path(sub) / file_name), "os_junk", f"inside hidden or system folder {name}")
                     )
+        for name in sorted(d for d in dirs if d not in system and os.path.islink(os.path.join(current, d))):
+            ignored.append(FileIssue(str(Path(current) / name), "symlinked_folder",
+                                     "symbolic link to a folder inside a class folder, not followed (it could loop); "
+                                     "link the files instead, or make it a class folder of its own"))
         dirs[:] = sorted(d for d in dirs if d not in system)
         for name in sorted(files):
             path = Path(current) / name
             if is_os_junk(name):
                 ignored.append(FileIssue(str(path), "os_junk", "operating-system metadata file"))
+                continue
+            problem = _not_regular(path)
+            if problem:
+                ignored.append(FileIssue(str(path), "not_a_regular_file", problem))
             else:
                 found.append(path)
     return found
+
+
+def _not_regular(path: Path) -> Optional[str]:
+    """Why `path` cannot be read as an ordinary file (a FIFO would block a reader forever), or None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "broken symbolic link" if os.path.islink(path) else "cannot be opened"
+    if stat.S_ISREG(mode):
+        return None
+    kind = "named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special file"
+    return f"{kind}, not a regular file"
 
 
 def _classify_failure(path: str, error: ImageError) -> tuple[str, FileIssue]:
