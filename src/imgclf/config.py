@@ -19,11 +19,12 @@ from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_NEAR_DISTANCE
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers given for text keys (a folder named 2024) become strings; NaN and infinity are rejected.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
-    path: str = Field(description="A split folder written by `imgclf split`, or a dataset root of class folders.")
+    path: str = Field(min_length=1, description="A split folder written by `imgclf split`, a dataset root of class folders, or a manifest.")
     image_size: tuple[int, int] = Field((64, 64), description="Model input (height, width) in pixels; one int for a square.")
     split_ratios: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train, val, test shares for a root that is split on the fly.")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height decoded; larger files are skipped.")
@@ -35,7 +36,16 @@ class DataConfig(_Section):
     @field_validator("image_size", mode="before")
     @classmethod
     def _square_from_int(cls, value: Any) -> Any:
-        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError(f"expected one int or [height, width], got {list(value)}")
+        return value
+
+    @field_validator("path", "cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Optional[str]) -> Optional[str]:
+        return os.path.expanduser(value) if value else value
 
     @field_validator("image_size")
     @classmethod
@@ -181,6 +191,16 @@ class RunConfig(_Section):
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="after")
+    def _image_size_fits_model(self) -> "RunConfig":
+        # simple_cnn's two unpadded 3x3 convolutions and 2x2 poolings need at least 10 pixels per side.
+        smallest = {"simple_cnn": 10, "backbone": 32 if isinstance(self.model.backbone, str) else 1}
+        minimum = smallest.get(self.model.architecture, 1)
+        if min(self.data.image_size) < minimum:
+            raise ValueError(f"data.image_size {list(self.data.image_size)} is too small for "
+                             f"{self.model.backbone or self.model.architecture}; use at least {minimum}")
+        return self
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -251,6 +271,10 @@ def _format_errors(errors: list[dict], source: str) -> list[str]:
             if kind in ("model_type", "dict_type") and not isinstance(value, dict) and len(errors) > 1:
                 continue
             message = error["msg"].removeprefix("Value error, ")
+            if kind == "value_error" and isinstance(value, dict):
+                # A check across keys (model or config level): the message names the keys itself.
+                lines.append(f"{source}: {message}")
+                continue
             value, messages = invalid.setdefault(dotted or "config", (error.get("input"), []))
             if message not in messages:
                 messages.append(message)
@@ -306,10 +330,32 @@ def read_yaml(path: Union[str, os.PathLike]) -> dict:
     if not file.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(file.read_text("utf-8"))
+        text = file.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise ConfigError(f"{path}: invalid YAML at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     return raw if raw is not None else {}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> RunConfig:

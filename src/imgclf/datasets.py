@@ -98,7 +98,9 @@ def export_fashion_mnist(out: str | os.PathLike, source: Optional[str] = None) -
     split and carves val out of train. Returns {split: {class: count}}.
     """
     folder = _fashion_mnist_folder(source)
-    counts = {}
+    # Read and check all four files before writing anything, so a corrupt test file does not
+    # leave 60,000 training PNGs behind.
+    arrays = {}
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
         images = read_idx(folder / images_name)
         labels = read_idx(folder / labels_name)
@@ -106,5 +108,6 @@ def export_fashion_mnist(out: str | os.PathLike, source: Optional[str] = None) -
             raise DatasetError(f"{folder}: {images_name} and {labels_name} do not match ({images.shape} vs {labels.shape})")
         if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
             raise DatasetError(f"{folder / labels_name}: label {labels.max()} is out of range 0-9")
-        counts[split] = _write_pngs(images, labels, FASHION_MNIST_CLASSES, Path(out) / split, f"{split}_")
-    return counts
+        arrays[split] = (images, labels)
+    return {split: _write_pngs(images, labels, FASHION_MNIST_CLASSES, Path(out) / split, f"{split}_")
+            for split, (images, labels) in arrays.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -60,14 +61,17 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
-    axis.set_title(title)
+    axis.set_title(title, fontsize=9, wrap=True)
     threshold = counts.max() / 2 if counts.size else 0
     for row in range(counts.shape[0]):
         for column in range(counts.shape[1]):
             axis.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=8,
                       color="white" if counts[row, column] > threshold else "black")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with warnings.catch_warnings():
+        # Class names with emoji or rare scripts lack glyphs in matplotlib's default font.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -95,6 +99,11 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
     config = load_config(run / "config.yaml")
     split_folder = record["data"].get("split_folder")
     split = read_split(split_folder if split_folder else config.data.path)
+    if split.manifest_hash() != record["data"].get("manifest_sha256", split.manifest_hash()):
+        raise DatasetError(
+            f"{split.folder}: the split changed after {run.name} was trained (its manifest hash differs from run.json), "
+            "so its test images may have been training images; evaluate on the split the run was trained on"
+        )
     rows = split.rows[split_name]
     if not rows:
         others = [name for name in SPLITS if split.rows[name] and name != split_name]
@@ -107,6 +116,11 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
     decoded = decode_split(rows, split.classes, predictor.image_size, config.data.cache_dir, config.data.max_image_pixels,
                            progress=lambda done, total: reporter.progress_update("decode", done, total))
     reporter.progress_end("decode")
+    if len(decoded) == 0:
+        raise DatasetError(
+            f"{split.folder}: none of the {len(rows)} {split_name} images could be read "
+            f"(first: {decoded.skipped[0].detail}); restore the files or split again"
+        )
     probabilities = np.concatenate([
         predictor.predict_arrays(decoded.images[start:start + 256]) for start in range(0, len(decoded), 256)
     ]) if len(decoded) else np.zeros((0, len(split.classes)), np.float32)
@@ -127,7 +141,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", reporter: Option
                {"classes": split.classes, "rows": "true class", "columns": "predicted class",
                 "matrix": metrics["confusion_matrix"]})
     plot_confusion_matrix(metrics["confusion_matrix"], split.classes, out / f"{split_name}_confusion_matrix.png",
-                          f"{run.name}: {split_name} split, accuracy {metrics['accuracy']:.3f}")
+                          f"{run.name}\n{split_name} split, accuracy {metrics['accuracy']:.3f}")
     if (run / "tensorboard").is_dir():
         from imgclf.tensorboard_logs import write_confusion_image
 

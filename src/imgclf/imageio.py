@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -47,6 +48,8 @@ BACKGROUND_RGB = (255, 255, 255)
 
 # A truncated file must fail loudly rather than decode into grey padding.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow warns about large images itself; open_image checks the caller's limit from the header.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 Source = Union[str, os.PathLike, bytes]
 

@@ -99,12 +99,16 @@ def decode_split(
             progress(len(paths), len(paths))
     else:
         partial = folder / f"{key}.{os.getpid()}.partial.npy"
-        images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), height, width, 3))
-        errors = _decode_into(images, paths, image_size, max_pixels, progress)
-        images.flush()
+        try:
+            images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), height, width, 3))
+            errors = _decode_into(images, paths, image_size, max_pixels, progress)
+            images.flush()
+            del images
+            os.replace(partial, array_path)
+        finally:
+            # An interrupted or failed decode must not leave a half-written file in the cache.
+            partial.unlink(missing_ok=True)
         failed = {str(i): [error.reason, str(error)] for i, error in enumerate(errors) if error is not None}
-        del images
-        os.replace(partial, array_path)
         errors_path.write_text(json.dumps(failed), "utf-8")
         images = np.load(array_path, mmap_mode="r")
 

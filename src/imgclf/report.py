@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -35,7 +36,10 @@ def _figure_png(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # Class names with emoji or rare scripts lack glyphs in matplotlib's default font.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 

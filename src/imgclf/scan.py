@@ -223,8 +223,9 @@ def verify_files(
 def find_split_folders(root: Path) -> dict[str, Path]:
     """Map split names ('train', 'val', 'test') to folders when `root` is already split.
 
-    A root counts as split when it holds a `train` folder and at least one of `val`,
-    `valid`, `validation` or `test` (any letter case). Returns an empty dict otherwise.
+    A root counts as split when it contains a `train` folder, at least one of `val`,
+    `valid`, `validation` or `test` (any letter case), and no other visible folder.
+    Returns an empty dict otherwise.
     """
     folders: dict[str, Path] = {}
     for child in sorted(root.iterdir()):
@@ -236,8 +237,11 @@ def find_split_folders(root: Path) -> dict[str, Path]:
                     "keep one of them"
                 )
             folders[split] = child
-    if "train" in folders and len(folders) > 1:
+    others = [child.name for child in root.iterdir() if child.is_dir() and child.name.lower() not in SPLIT_FOLDER_NAMES
+              and not child.name.startswith(".") and child.name.lower() not in SYSTEM_FOLDERS]
+    if "train" in folders and len(folders) > 1 and not others:
         return folders
+    # Folders such as car/, test/ and train/ side by side are classes that happen to share split names.
     return {}
 
 
@@ -267,7 +271,8 @@ def _collect_class_files(
                     ignored.append(FileIssue(str(path), "os_junk", f"inside hidden or system folder {child.name}"))
                 continue
             classes.append(child.name)
-            candidates.extend((str(path.resolve()), child.name) for path in walk_files(child, ignored))
+            # abspath, not resolve(): a linked file keeps the name it has in the dataset.
+            candidates.extend((os.path.abspath(path), child.name) for path in walk_files(child, ignored))
         elif child.is_file():
             if is_os_junk(child.name):
                 ignored.append(FileIssue(str(child), "os_junk", "operating-system metadata file"))
@@ -296,14 +301,35 @@ def manifest_path(source: str | os.PathLike) -> Optional[Path]:
 def _read_manifest_rows(path: Path) -> list[dict]:
     import csv
 
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [name for name in ("path", "label") if name not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(
-                f"{path}: missing column(s) {', '.join(missing)}; a manifest has columns path,label and optionally split"
-            )
-        return list(reader)
+    try:
+        # utf-8-sig also reads the byte-order mark that Excel writes at the start of "CSV UTF-8" files.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in ("path", "label") if name not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(
+                    f"{path}: missing column(s) {', '.join(missing)}; a manifest has columns path,label and optionally split"
+                )
+            return list(reader)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: invalid CSV ({exc})") from None
+
+
+def _manifest_classes(manifest: Path) -> set[str]:
+    classes_file = manifest.parent / "classes.json"
+    if not classes_file.is_file():
+        return set()
+    import json
+
+    try:
+        names = json.loads(classes_file.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{classes_file}: invalid JSON ({exc}); it should be a list of class names") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DatasetError(f"{classes_file}: expected a JSON list of class names")
+    return set(names)
 
 
 def scan_manifest(
@@ -318,8 +344,6 @@ def scan_manifest(
     train, val (or valid, validation) and test keeps that split. Class names come from a
     `classes.json` beside the manifest when there is one, else from the labels.
     """
-    import json
-
     rows = _read_manifest_rows(manifest)
     result = ScanResult(root=str(manifest.resolve()))
     candidates: list[tuple[str, str]] = []
@@ -340,15 +364,20 @@ def scan_manifest(
             result.skipped.append(FileIssue(str(path), "missing", f"{manifest}, line {line}: file not found"))
             continue
         candidates.append((str(path.resolve()), label))
-        split = SPLIT_FOLDER_NAMES.get((row.get("split") or "").strip().lower())
+        given = (row.get("split") or "").strip()
+        split = SPLIT_FOLDER_NAMES.get(given.lower())
+        if given and split is None:
+            raise DatasetError(
+                f"{manifest}, line {line}: split {given!r} is not one of train, val (valid, validation) or test; "
+                "fix the value or leave it empty for train"
+            )
         candidate_splits.append(split or "train")
         if split is not None:
             given_split.setdefault(candidates[-1][0], split)
-    classes_file = manifest.parent / "classes.json"
-    labels = {label for _, label in candidates}
-    if classes_file.is_file():
-        labels |= set(json.loads(classes_file.read_text("utf-8")))
+    labels = {label for _, label in candidates} | _manifest_classes(manifest)
     result.class_folders = sorted(labels)
+    if given_split and "train" not in candidate_splits:
+        raise DatasetError(f"{manifest}: the split column names no train rows; mark the training images as train")
     verify_files(candidates, max_pixels, progress, result, cache_dir)
     # verify_files keeps candidate order, so each record is matched to its own manifest row.
     remaining = iter(zip(candidates, candidate_splits))
@@ -358,7 +387,7 @@ def scan_manifest(
         paired.append((record, split))
     paired.sort(key=lambda pair: pair[0].path)
     result.records = [record for record, _ in paired]
-    if given_split and "train" in given_split.values():
+    if given_split:
         result.split_of = {record.path: given_split.get(record.path, "train") for record in result.records}
         result.record_splits = [split for _, split in paired]
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -71,11 +72,33 @@ def validate_ratios(values: Sequence[float], where: str) -> tuple[float, float, 
     if len(values) != 3:
         raise DatasetError(f"{where}: expected three ratios (train, val, test), got {len(values)}")
     train, val, test = (float(value) for value in values)
+    if not all(math.isfinite(value) for value in (train, val, test)):
+        raise DatasetError(f"{where}: ratios must be finite numbers, got {train}, {val}, {test}")
     if min(train, val, test) < 0 or train <= 0:
         raise DatasetError(f"{where}: ratios must be non-negative and the train ratio positive")
     if abs(train + val + test - 1.0) > 1e-6:
         raise DatasetError(f"{where}: ratios sum to {train + val + test:g}; they must sum to 1")
     return train, val, test
+
+
+def _drop_repeated_paths(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[FileIssue]]:
+    """Keep one record per path: a manifest may list a file twice. A file listed under two labels
+    is a label conflict and left out; a repeat under the same label is dropped."""
+    by_path: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        by_path[record.path].append(record)
+    unique: list[ImageRecord] = []
+    issues: list[FileIssue] = []
+    for path, listed in by_path.items():
+        labels = sorted({record.label for record in listed})
+        if len(labels) > 1:
+            issues.append(FileIssue(path, "label_conflict",
+                                    f"listed {len(listed)} times, under {', '.join(map(repr, labels))}; keep one label"))
+            continue
+        unique.append(listed[0])
+        if len(listed) > 1:
+            issues.append(FileIssue(path, "listed_twice", f"listed {len(listed)} times; used once"))
+    return unique, issues
 
 
 def _drop_label_conflicts(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[FileIssue], list[list[str]]]:
@@ -236,7 +259,9 @@ def split_scan(
             fewer than two classes.
     """
     ratios = validate_ratios(ratios, "split ratios")
-    records, conflicts, duplicate_groups = _drop_label_conflicts(scan.records)
+    unique, listed_twice = _drop_repeated_paths(scan.records)
+    records, conflicts, duplicate_groups = _drop_label_conflicts(unique)
+    conflicts = listed_twice + conflicts
     groups, kept_together = _form_units(records, near_distance, group_pattern, scan.root)
     usable_labels = {record.label for record in records}
     empty_classes = _check_empty_classes(scan, usable_labels, drop_empty_classes)
@@ -251,6 +276,7 @@ def split_scan(
     leakage: list[list[str]] = []
     if scan.split_of:
         _keep_given_split(groups, scan.split_of, ratios, seed, rows, leakage)
+        _check_given_split_classes(rows, classes)
     else:
         label_counts = Counter(unit_label(members) for members in groups)
         file_counts = Counter(member.label for members in groups for member in members)
@@ -267,6 +293,21 @@ def split_scan(
     split.report["group_by"] = group_pattern
     split.report["kept_together"] = kept_together
     return split
+
+
+def _check_given_split_classes(rows: dict, classes: list[str]) -> None:
+    """Every class of an already split dataset needs training images, and images wherever the split has any."""
+    missing = []
+    for split_name in SPLITS:
+        if not rows[split_name]:
+            continue
+        present = {label for _, label in rows[split_name]}
+        missing.extend(f"{name!r} has no {split_name} images" for name in classes if name not in present)
+    if missing:
+        raise DatasetError(
+            f"the given split is incomplete: {'; '.join(missing)}; move some images into those folders, "
+            "or remove the class from every split"
+        )
 
 
 def _keep_given_split(groups, split_of, ratios, seed, rows, leakage) -> None:

@@ -232,8 +232,7 @@ class _Trainer:
         guard = NonFiniteLossGuard()
         progress = ProgressCallback(self.reporter, self.total_epochs, len(self.train_images), phase.name)
         recorder = EpochRecorder(lambda epoch, logs: self._record_epoch(phase, epoch, logs, progress), self.stop)
-        callbacks = [guard, self.checkpoint, progress, recorder,
-                     keras.callbacks.CSVLogger(str(self.run_dir / "metrics.csv"), append=True)]
+        callbacks = [guard, self.checkpoint, progress, recorder]
         if train.early_stopping_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(train.monitor, patience=train.early_stopping_patience, mode=self.mode))
         if self.config.output.tensorboard:
@@ -343,6 +342,7 @@ class _Trainer:
         row["learning_rate"] = float(self._fitted.optimizer.learning_rate.numpy())
         self.history.append(row)
         self.images_per_second.append(progress.images_per_second[-1])
+        _write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         if self.tracker is not None:
             self.tracker.log_metrics(row, step=row["epoch"])
         end = getattr(self, "_current_end", None) or self.resume_state["phase_end_epoch"]
@@ -406,6 +406,9 @@ def train(config: RunConfig, reporter: Optional[Reporter] = None, config_name: s
             that `resume` continues from.
     """
     reporter = reporter or Reporter()
+    if not os.path.exists(config.data.path):
+        # Checked before the run directory exists, so a typo leaves no empty run behind.
+        raise DatasetError(f"data.path {config.data.path!r}: not found; give a dataset folder, split folder or manifest")
     run_dir = new_run_dir(config.output.runs_dir, config.output.name, config_name)
     save_config(config, run_dir / "config.yaml")
     reporter.message(f"run directory {run_dir}")
@@ -505,6 +508,17 @@ def _run(config: RunConfig, run_dir: Path, reporter: Reporter, state: Optional[d
         keras.mixed_precision.set_global_policy("float32")
 
     return _finish(config, split, run_dir, trainer, seconds, train_images.skipped + val_images.skipped, reporter)
+
+
+def _write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.csv from the history: one row per epoch, numbered from 1 as in history.json."""
+    import csv
+
+    columns = ["epoch", "phase"] + sorted({key for row in history for key in row} - {"epoch", "phase"})
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _start_tracking(config: RunConfig, run_dir: Path, split: Split, resumed: bool):
