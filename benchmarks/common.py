@@ -35,7 +35,7 @@ def emit(result: dict) -> None:
 
 
 def imgclf_executable() -> str:
-    """The `imgclf` console script of the Python running this benchmark, else the one on PATH."""
+    """Return the `imgclf` console script beside the running Python, else the one on PATH."""
     beside = Path(sys.executable).parent / "imgclf"
     if beside.is_file():
         return str(beside)
@@ -72,8 +72,18 @@ def _version(package: str) -> Optional[str]:
         return None
 
 
+def source_state() -> dict:
+    """Return the checked-out commit and whether src/ differs from it, so a figure names its code."""
+    def git(*args: str) -> str:
+        process = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT)
+        return process.stdout.strip() if process.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return {"commit": commit or None, "src_modified": bool(git("status", "--porcelain", "--", "src")) if commit else None}
+
+
 def machine_facts() -> dict:
-    """CPU count available to this process, CPU model, RAM, load, date and package versions."""
+    """CPU count available to this process, CPU model, RAM, load, date, package versions and commit."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -83,6 +93,7 @@ def machine_facts() -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in ("imgclf", "tensorflow", "keras", "numpy", "pillow")},
+        "source": source_state(),
     }
 
 
@@ -113,7 +124,7 @@ def run_timed(args: Sequence[str], env: Optional[dict] = None, cwd: Optional[Pat
     """Run a command to completion, capturing stdout and time-stamped stderr lines, and time it.
 
     Raises:
-        SystemExit: when `check` is set and the command exits non-zero; the message holds
+        SystemExit: when `check` is set and the command exits non-zero; the message names
             the command and the tail of its stderr.
     """
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -141,14 +152,8 @@ def run_timed(args: Sequence[str], env: Optional[dict] = None, cwd: Optional[Pat
     return done
 
 
-def last_line(text: str) -> str:
-    """The last non-empty line of a command's output."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
 def wide_env(**extra: str) -> dict:
-    """The current environment with Rich's output width raised, so log lines stay unwrapped."""
+    """Return the current environment with Rich's output width raised, so log lines stay unwrapped."""
     env = dict(os.environ, COLUMNS="400", TF_CPP_MIN_LOG_LEVEL="2")
     env.update(extra)
     return env
