@@ -233,10 +233,12 @@ def test_cli_writes_csv_and_summarises_skipped(run_and_bundle, tmp_path):
     folder = tmp_path / "in"
     for index in range(5):
         make_image(folder / f"{index}.png", (40, 220, 40), seed=index)
-    (folder / "notes.txt").write_text("not an image")
     (folder / "empty.jpg").write_bytes(b"")
+    # Named on the command line, since predict leaves files without an image extension out of a folder.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
     out = tmp_path / "results.csv"
-    result = runner.invoke(app, ["predict", _target(run_and_bundle, "bundle_default_tflite"), str(folder),
+    result = runner.invoke(app, ["predict", _target(run_and_bundle, "bundle_default_tflite"), str(folder), str(notes),
                                  "--out", str(out), "--top-k", "2"])
     assert result.exit_code == 5
     assert "predicted 5 of 7 files" in result.output

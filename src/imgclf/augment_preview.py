@@ -13,13 +13,49 @@ from imgclf.errors import DatasetError, ImageError
 from imgclf.imageio import load_image
 
 
+def _manifest_rows(manifest: Path) -> list[tuple[str, str]]:
+    """Read the (path, label) rows of a `path,label[,split]` manifest that are not in its val or test split.
+
+    Relative paths resolve against the manifest's folder, as in `imgclf.scan.scan_manifest`,
+    and a row without a known split counts as training data there too.
+    """
+    import csv
+
+    from imgclf.scan import SPLIT_FOLDER_NAMES
+
+    try:
+        # utf-8-sig also reads the byte-order mark that Excel writes at the start of "CSV UTF-8" files.
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in ("path", "label") if name not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{manifest}: missing column(s) {', '.join(missing)}; a manifest has columns "
+                                   "path,label and optionally split")
+            records = list(reader)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{manifest}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{manifest}: invalid CSV ({exc})") from None
+    rows = []
+    for record in records:
+        raw_path = (record.get("path") or "").strip()
+        label = (record.get("label") or "").strip()
+        split = SPLIT_FOLDER_NAMES.get((record.get("split") or "").strip().lower(), "train")
+        if raw_path and label and split == "train":
+            rows.append((str(manifest.parent / raw_path), label))
+    return rows
+
+
 def _candidate_rows(data_path: str) -> list[tuple[str, str]]:
     """Training (path, label) rows, one class after another, without scanning a whole dataset."""
-    from imgclf.scan import find_split_folders, walk_files
+    from imgclf.scan import find_split_folders, manifest_path, walk_files
     from imgclf.splitting import is_split_folder, read_split
 
+    manifest = manifest_path(data_path)
     if is_split_folder(data_path):
         rows = read_split(data_path).rows["train"]
+    elif manifest is not None:
+        rows = _manifest_rows(manifest)
     else:
         root = Path(data_path)
         if not root.is_dir():

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
-from imgclf.cli.common import RichReporter, cli_errors, console, err_console
+from imgclf.cli.common import RichReporter, cli_errors, console, err_console, labelled
 from imgclf.constants import DEFAULT_MAX_PIXELS, DEFAULT_NEAR_DISTANCE
 
 
@@ -21,7 +22,7 @@ def check_command(
     near_duplicates: bool = typer.Option(True, "--near-duplicates/--no-near-duplicates", help="Look for near duplicates as well as exact copies."),
     image_size: int = typer.Option(64, "--image-size", min=1, help="Training size in pixels; images under half of it are listed."),
     max_aspect: float = typer.Option(3.0, "--max-aspect", min=1.0, help="List images whose long side exceeds the short side by more than this factor."),
-    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", help="Images with more pixels (width x height) count as unreadable."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", min=1, help="Images with more pixels (width x height) count as unreadable."),
 ) -> None:
     """Audit a dataset: class balance, unreadable files, duplicates, leakage, label conflicts, sizes."""
     with cli_errors():
@@ -39,7 +40,7 @@ def check_command(
             from imgclf.audit_html import write_html
 
             write_html(report, html_path)
-            err_console.print(f"wrote {html_path}")
+            err_console.print(f"wrote {html_path}", markup=False, highlight=False, soft_wrap=True)
         if json_output:
             typer.echo(json.dumps(report, ensure_ascii=False))
         else:
@@ -58,18 +59,18 @@ def render_report(report: dict) -> None:
 
     table = Table(title=f"{report['n_images']} images in {len(report['classes'])} classes "
                         f"({report['n_files']} files scanned)")
-    table.add_column("class")
+    table.add_column("class", overflow="fold")
     split_counts = report["split_counts"]
     columns = ["train", "val", "test"] if split_counts else []
     for name in columns + ["images"]:
         table.add_column(name, justify="right")
     for name, count in report["classes"].items():
         cells = [str(split_counts[name][split]) for split in columns] if split_counts else []
-        table.add_row(name, *cells, str(count))
+        table.add_row(Text(name), *cells, str(count))
     console.print(table)
     console.print(f"imbalance ratio (largest / smallest class): {report['imbalance_ratio']}")
     if report["empty_classes"]:
-        console.print(f"[bold red]classes without usable images:[/] {', '.join(report['empty_classes'])}",
+        console.print(labelled("classes without usable images:", "bold red", ", ".join(report["empty_classes"])),
                       highlight=False)
     findings = [
         ("unreadable files", report["unreadable"], lambda item: item["detail"]),
@@ -83,9 +84,9 @@ def render_report(report: dict) -> None:
     ]
     for title, items, describe in findings:
         style = "bold red" if items and title.startswith(("unreadable", "groups")) else "default"
-        console.print(f"[{style}]{len(items)} {title}[/]")
+        console.print(Text(f"{len(items)} {title}", style=style))
         for item in items[:5]:
-            console.print(f"  {describe(item)}", highlight=False, soft_wrap=True)
+            console.print(f"  {describe(item)}", markup=False, highlight=False, soft_wrap=True)
         if len(items) > 5:
             console.print(f"  ... and {len(items) - 5} more (use --json or --html for all)")
     if report["ignored"]:

@@ -27,7 +27,11 @@ def export_command(
     """Export a public dataset as PNG files, one folder per class."""
     with cli_errors():
         from imgclf.datasets import export_digits, export_fashion_mnist
+        from imgclf.errors import ConfigError
 
+        if name is DatasetName.digits and source is not None:
+            raise ConfigError(f"--from {source}: only fashion-mnist reads files from a folder; digits come with "
+                              "scikit-learn, so drop --from")
         if name is DatasetName.digits:
             counts = {"all": export_digits(out)}
         else:
@@ -35,4 +39,4 @@ def export_command(
             counts = export_fashion_mnist(out, str(source) if source else None)
         for split, per_class in counts.items():
             total = sum(per_class.values())
-            console.print(f"{split}: {total} images in {len(per_class)} classes written to {out}")
+            console.print(f"{split}: {total} images in {len(per_class)} classes written to {out}", markup=False)

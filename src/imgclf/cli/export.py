@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 
 from imgclf.cli.common import RichReporter, cli_errors, console, quiet_tensorflow, setup_logging
 
@@ -31,9 +32,13 @@ def export_command(
     json_output: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON on stdout."),
 ) -> None:
     """Export a trained model. Every file is checked against the Keras model before the bundle is written."""
-    quiet_tensorflow()
     setup_logging()
     with cli_errors():
+        from imgclf.export.metadata import read_run
+
+        # Reading the run first makes a mistyped RUN fail before TensorFlow's start-up seconds.
+        read_run(run)
+        quiet_tensorflow()
         from imgclf.export import ExportOptions, export_bundle
 
         options = ExportOptions(
@@ -46,19 +51,20 @@ def export_command(
         if json_output:
             typer.echo(json.dumps(manifest, ensure_ascii=False))
         else:
-            render_artifacts(manifest["artifacts"], f"bundle {out}")
+            render_artifacts(manifest["artifacts"], Text(f"bundle {out}"))
 
 
-def render_artifacts(artifacts: list[dict], title: str) -> None:
+def render_artifacts(artifacts: list[dict], title: Text) -> None:
     """Print one row per model file: its path, size and parity figures."""
     from rich.table import Table
 
     table = Table(title=title)
     for column in ("file", "size", "max abs diff", "top-1 agreement", "accuracy change"):
-        table.add_column(column, justify="left" if column == "file" else "right")
+        table.add_column(column, justify="left" if column == "file" else "right",
+                         overflow="fold" if column == "file" else "ellipsis")
     for entry in artifacts:
         parity = entry["parity"]
         change = entry.get("accuracy")
-        table.add_row(entry["path"], f"{entry['bytes'] / 1024:,.0f} KiB", f"{parity['max_abs_diff']:.1e}",
+        table.add_row(Text(entry["path"]), f"{entry['bytes'] / 1024:,.0f} KiB", f"{parity['max_abs_diff']:.1e}",
                       f"{parity['top1_agreement']:.2%}", f"{change['change_points']:+.2f} points" if change else "")
     console.print(table)

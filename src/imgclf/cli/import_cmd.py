@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
-from imgclf.cli.common import RichReporter, cli_errors, console, err_console
+from imgclf.cli.common import RichReporter, cli_errors, console, err_console, labelled
 from imgclf.constants import DEFAULT_MAX_PIXELS
 
 
@@ -39,7 +40,7 @@ def import_command(
     margin: float = typer.Option(0.0, "--margin", help="voc with --crops: widen each box by this fraction of its width and height on every side."),
     path_column: Optional[str] = typer.Option(None, "--path-column", help="csv: image path column (default path); label-studio: image key (default image)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="csv: label column (default label); label-studio JSON-MIN: choice field (default: detected)."),
-    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", help="Report images with more pixels (width x height) than this instead of importing them."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-image-pixels", min=1, help="Report images with more pixels (width x height) than this instead of importing them."),
     json_output: bool = typer.Option(False, "--json", help="Print the import report as JSON on stdout."),
 ) -> None:
     """Import an annotation export as a dataset folder, reporting each item not imported with its reason."""
@@ -61,7 +62,8 @@ def import_command(
             typer.echo(json.dumps(result.report, ensure_ascii=False))
             return
         render_import_summary(result.report)
-        err_console.print(f"wrote {out}/manifest.csv, classes.json and import_report.json", highlight=False)
+        err_console.print(f"wrote {out}/manifest.csv, classes.json and import_report.json",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def render_import_summary(report: dict) -> None:
@@ -69,31 +71,33 @@ def render_import_summary(report: dict) -> None:
     from rich.table import Table
 
     console.print(f"{report['n_imported']} of {report['n_items']} items imported "
-                  f"in {len(report['classes'])} classes ({report['format']})", highlight=False)
+                  f"in {len(report['classes'])} classes ({report['format']})", markup=False, highlight=False)
     table = Table()
-    table.add_column("class")
+    table.add_column("class", overflow="fold")
     by_split = report.get("counts_by_split")
     split_names = ("train", "val", "test") if by_split else ()
     for name in split_names + ("images",):
         table.add_column(name, justify="right")
     for label in report["classes"]:
         cells = [str(by_split[label][name]) for name in split_names]
-        table.add_row(label, *cells, str(report["counts"][label]))
+        table.add_row(Text(label), *cells, str(report["counts"][label]))
     console.print(table)
 
     by_reason = report["not_imported_by_reason"]
     if by_reason:
         reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in by_reason.items())
-        console.print(f"not imported: {report['n_not_imported']} items ({reasons})", highlight=False)
+        console.print(f"not imported: {report['n_not_imported']} items ({reasons})", markup=False, highlight=False)
     for issue in report["not_imported"][:10]:
         path = f" ({issue['path']})" if issue["path"] and issue["path"] != issue["item"] else ""
-        err_console.print(f"  {issue['item']}{path}: {issue['reason']}: {issue['detail']}", highlight=False)
+        err_console.print(f"  {issue['item']}{path}: {issue['reason']}: {issue['detail']}",
+                          markup=False, highlight=False, soft_wrap=True)
     if len(report["not_imported"]) > 10:
         err_console.print(f"  ... and {len(report['not_imported']) - 10} more, listed in import_report.json")
     if report.get("classes_without_images"):
-        console.print(f"[yellow]warning:[/] labels without an imported image: "
-                      f"{', '.join(repr(name) for name in report['classes_without_images'])}; they are left out of "
-                      "classes.json, so no model will predict them", highlight=False)
+        console.print(labelled("warning:", "yellow", "labels without an imported image: "
+                               f"{', '.join(repr(name) for name in report['classes_without_images'])}; they are left "
+                               "out of classes.json, so no model will predict them"), highlight=False, soft_wrap=True)
     for names in report["similar_class_names"]:
-        console.print(f"[yellow]warning:[/] labels {', '.join(repr(name) for name in names)} differ only in "
-                      "letter case or Unicode normalization; they are kept as separate classes")
+        console.print(labelled("warning:", "yellow", f"labels {', '.join(repr(name) for name in names)} differ only "
+                               "in letter case or Unicode normalization; they are kept as separate classes"),
+                      highlight=False, soft_wrap=True)

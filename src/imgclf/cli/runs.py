@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 
 from imgclf.cli.common import cli_errors, console
 
@@ -17,12 +18,13 @@ COLUMNS = [("name", "run"), ("model", "model"), ("epochs_run", "epochs"), ("val_
            ("created", "created")]
 
 
-def _cell(value) -> str:
+def _cell(value) -> Text:
+    """Format a run figure as a table cell that is never read as Rich markup, since run names come from users."""
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
-    return str(value)
+        return Text(f"{value:.4f}" if value < 10 else f"{value:.1f}")
+    return Text(str(value))
 
 
 @app.command("list")
@@ -41,9 +43,10 @@ def list_command(
             return
         from rich.table import Table
 
-        table = Table(title=f"{len(runs)} runs in {runs_dir}")
+        table = Table(title=Text(f"{len(runs)} runs in {runs_dir}"))
         for _, title in COLUMNS:
-            table.add_column(title, justify="left" if title in ("run", "model", "created") else "right")
+            table.add_column(title, justify="left" if title in ("run", "model", "created") else "right",
+                             overflow="fold" if title in ("run", "model") else "ellipsis")
         for run in runs:
             table.add_row(*(_cell(run.get(key)) for key, _ in COLUMNS))
         console.print(table)
@@ -64,14 +67,14 @@ def show_command(
             return
         from rich.table import Table
 
-        table = Table(title=str(run), show_header=False)
-        table.add_column("figure")
-        table.add_column("value")
+        table = Table(title=Text(str(run)), show_header=False)
+        table.add_column("figure", overflow="fold")
+        table.add_column("value", overflow="fold")
         for key, value in details["summary"].items():
-            table.add_row(key, _cell(value))
+            table.add_row(Text(key), _cell(value))
         for phase in (details["record"] or {}).get("training", {}).get("phases", []):
-            table.add_row(f"phase {phase['name']}", f"{phase['epochs_run']} epochs, {phase['seconds']} s, "
-                                                  f"learning rate {phase['learning_rate']}")
+            table.add_row(Text(f"phase {phase['name']}"), Text(f"{phase['epochs_run']} epochs, {phase['seconds']} s, "
+                                                               f"learning rate {phase['learning_rate']}"))
         console.print(table)
 
 
@@ -94,16 +97,16 @@ def compare_command(
         table = Table(title="metrics")
         table.add_column("figure")
         for summary in summaries:
-            table.add_column(summary["name"], justify="right")
+            table.add_column(Text(summary["name"]), justify="right", overflow="fold")
         for key, title in COLUMNS[1:]:
             table.add_row(title, *(_cell(summary.get(key)) for summary in summaries))
         console.print(table)
         differences = Table(title=f"{len(comparison['config_differences'])} config keys differ")
-        differences.add_column("key")
+        differences.add_column("key", overflow="fold")
         for summary in summaries:
-            differences.add_column(summary["name"])
+            differences.add_column(Text(summary["name"]), overflow="fold")
         for key, values in comparison["config_differences"].items():
-            differences.add_row(key, *(json.dumps(value) for value in values))
+            differences.add_row(Text(key), *(Text(json.dumps(value)) for value in values))
         console.print(differences)
 
 

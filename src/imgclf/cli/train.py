@@ -27,6 +27,7 @@ def train_command(
         if config is None and overrides:
             raise ConfigError("KEY=VALUE overrides need --config; a resumed run keeps the config it started with")
         run_config = load_config(config, overrides or []) if config is not None else None
+        _check_paths(run_config, resume)
         quiet_tensorflow()
         from imgclf.training import resume as resume_run
         from imgclf.training import train
@@ -37,3 +38,15 @@ def train_command(
             else:
                 result = train(run_config, reporter, config_name=config.stem)
         typer.echo(str(result.run_dir))
+
+
+def _check_paths(run_config, resume: Optional[Path]) -> None:
+    """Fail on a mistyped data.path or --resume folder before the seconds that importing TensorFlow takes."""
+    import os
+
+    from imgclf.errors import DatasetError, TrainingError
+
+    if run_config is not None and not os.path.exists(run_config.data.path):
+        raise DatasetError(f"data.path {run_config.data.path!r}: not found; give a dataset folder, split folder or manifest")
+    if resume is not None and not (resume / "config.yaml").is_file():
+        raise TrainingError(f"{resume}: not a run directory (no config.yaml); give a folder written by `imgclf train`")
