@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from imgclf import __version__
-from imgclf.cli import augment, check, datasets, evaluate, export, import_cmd, predict, runs, split, train, verify
+from imgclf.cli import augment, check, datasets, evaluate, export, import_cmd, predict, runs, serve, split, train, verify
 from imgclf.cli.common import DEBUG
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
 app.command("verify")(verify.verify_command)
+app.command("serve")(serve.serve_command)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(runs.app, name="runs")
 
