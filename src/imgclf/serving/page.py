@@ -59,9 +59,9 @@ function showError(text) {
   statusLine.textContent = "";
 }
 
-function drawBars(answer) {
+function drawBars(result) {
   results.replaceChildren();
-  for (const item of answer.top_k) {
+  for (const item of result.top_k) {
     const row = document.createElement("div");
     row.className = "row";
     row.dataset.class = item.class;
@@ -101,19 +101,19 @@ async function classify(file) {
     showError("The server could not be reached: " + failure.message);
     return;
   }
-  let answer = null;
+  let result = null;
   try {
-    answer = await response.json();
+    result = await response.json();
   } catch (failure) {
     showError("The server returned status " + response.status + " without a JSON body.");
     return;
   }
   if (!response.ok) {
-    showError(answer.error + " (request " + answer.request_id + ")");
+    showError(result.error + " (request " + result.request_id + ")");
     return;
   }
-  statusLine.textContent = file.name + ": " + answer.class + " (" + answer.model.name + " " + answer.model.version + ")";
-  drawBars(answer);
+  statusLine.textContent = file.name + ": " + result.class + " (" + result.model.name + " " + result.model.version + ")";
+  drawBars(result);
 }
 
 zone.addEventListener("click", () => input.click());
