@@ -83,6 +83,15 @@ def test_manifest_describes_model_and_run(bundle, run_dir):
     assert manifest["created"][:2] == "20"
 
 
+def test_manifest_records_calibration_temperature(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "calibration.json").write_text(json.dumps({"temperature": 1.5, "fitted_on": "val"}), "utf-8")
+    manifest = export_bundle(run, tmp_path / "bundle", ExportOptions(formats=["keras"]))
+    assert manifest["training"]["calibration"]["temperature"] == 1.5
+    assert _manifest(tmp_path / "bundle")["training"]["calibration"]["fitted_on"] == "val"
+
+
 def test_float_formats_pass_parity_within_tolerance(bundle):
     for key in ("keras", "savedmodel", "tflite"):
         parity = _artifact(bundle, key)["parity"]

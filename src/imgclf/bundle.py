@@ -37,8 +37,8 @@ EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZE_MODES = ("dynamic", "float16", "int8")
 
 # A bundle folder given to `predict` runs the first of these it contains. A float32 `.tflite` matches
-# the Keras model within 1e-4 and ran fastest in benchmarks/predict_speed.py. Quantized files change
-# the probabilities, so they run only when their path is given.
+# the Keras model within 1e-4, and in benchmarks/predict_speed.py it used the least CPU per image of
+# the float formats. Quantized files change the probabilities, so they run only when their path is given.
 DEFAULT_ARTIFACT_ORDER = ("tflite", "keras")
 
 # How many folders above a model file `find_bundle` looks for `imgclf.json`: a SavedModel

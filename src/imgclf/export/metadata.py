@@ -143,6 +143,7 @@ def describe_training(run: RunRecord) -> dict:
             if path.is_file():
                 split_files[name] = sha256_of(path)
     training = run.record.get("training", {})
+    calibration_file = run.folder / "calibration.json"
     return {
         "run_dir": str(run.folder.resolve()),
         "seed": run.seed,
@@ -155,6 +156,8 @@ def describe_training(run: RunRecord) -> dict:
         },
         "best_epoch": training.get("best_epoch"),
         "best_metrics": training.get("best_metrics"),
+        # The exported model files return probabilities without this temperature applied.
+        "calibration": read_json(calibration_file) if calibration_file.is_file() else None,
     }
 
 
