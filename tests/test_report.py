@@ -122,3 +122,30 @@ def test_report_renders_in_headless_chromium(evaluated_run, tmp_path):
     with Image.open(screenshot) as image:
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.std() > 10  # text, tables and plots drawn, not a blank page
+
+
+@pytest.mark.slow
+def test_predict_reports_calibrated_probabilities_and_unknown(evaluated_run):
+    from imgclf.calibration import apply_temperature
+    from imgclf.prediction import Predictor
+
+    run, _ = evaluated_run
+    image = json.loads((run / "run.json").read_text())["data"]["split_folder"]
+    first = (Path(image) / "test.csv").read_text().splitlines()[1].split(",")[0]
+    predictor = Predictor.load(run)
+    temperature = json.loads((run / "calibration.json").read_text())["temperature"]
+    assert predictor.temperature == pytest.approx(temperature)
+    result = predictor.predict([first])[0]
+    from imgclf.imageio import load_image
+
+    raw = predictor.predict_arrays(load_image(first, predictor.image_size)[None])[0]
+    np.testing.assert_allclose(result.probabilities, apply_temperature(raw[None].astype(np.float64), temperature)[0], rtol=1e-5)
+    predictor.unknown_threshold = 1.01
+    unsure = predictor.predict([first])[0]
+    assert unsure.label == "unknown"
+    assert unsure.best_guess == result.label
+    assert unsure.to_json()["best_guess"] == result.label
+    cli = runner.invoke(app, ["predict", str(run), first, "--json", "--unknown-threshold", "1.0", "--raw"])
+    assert cli.exit_code == 0, cli.output
+    line = json.loads(cli.stdout.strip().splitlines()[-1])
+    assert line["confidence"] == pytest.approx(float(raw.max()), rel=1e-5)

@@ -45,16 +45,21 @@ class Prediction:
     error: Optional[str] = None
     reason: Optional[str] = None
     probabilities: Optional[list[float]] = None
+    # Set when the confidence fell below the unknown threshold: the class it would have been.
+    best_guess: Optional[str] = None
 
     def to_json(self) -> dict:
         if self.error is not None:
             return {"path": self.path, "error": self.error, "reason": self.reason}
-        return {
+        result = {
             "path": self.path,
             "class": self.label,
             "confidence": self.confidence,
             "top_k": [{"class": name, "probability": probability} for name, probability in self.top_k],
         }
+        if self.best_guess is not None:
+            result["best_guess"] = self.best_guess
+        return result
 
 
 class Predictor:
@@ -69,8 +74,13 @@ class Predictor:
     """
 
     def __init__(self, model, classes: Sequence[str], image_size: tuple[int, int],
-                 max_pixels: int = DEFAULT_MAX_PIXELS, source: Optional[str] = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, source: Optional[str] = None,
+                 temperature: float = 1.0, unknown_threshold: Optional[float] = None):
         self.runtime: Runtime = model if isinstance(model, Runtime) else KerasRuntime(model, image_size)
+        # Results (not `predict_arrays`) report probabilities scaled by the temperature fitted on the
+        # validation split; below `unknown_threshold` the class is "unknown" and the best guess is kept.
+        self.temperature = float(temperature)
+        self.unknown_threshold = unknown_threshold
         self.classes = list(classes)
         self.image_size = tuple(image_size)
         self.max_pixels = max_pixels
@@ -109,7 +119,8 @@ class Predictor:
         image_size = resolved.image_size
         if image_size is None:
             image_size = runtime.input_size or model_image_size(runtime.model)
-        return cls(runtime, resolved.classes, image_size, max_pixels, source=str(resolved.model_file))
+        return cls(runtime, resolved.classes, image_size, max_pixels, source=str(resolved.model_file),
+                   temperature=calibration_temperature(resolved))
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch.
@@ -210,11 +221,43 @@ class Predictor:
             else:
                 yield Prediction(path=name, error=str(decoded[i]), reason=decoded[i].reason)
 
+    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """Apply the predictor's temperature to raw probabilities (N, C) or (C,)."""
+        from imgclf.calibration import apply_temperature
+
+        batch = np.atleast_2d(probabilities)
+        scaled = apply_temperature(batch.astype(np.float64), self.temperature).astype(np.float32)
+        return scaled if np.ndim(probabilities) == 2 else scaled[0]
+
     def _result(self, path: str, probabilities: np.ndarray, top_k: int) -> Prediction:
+        probabilities = self.calibrate(probabilities)
         order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
         top = [(self.classes[i], float(probabilities[i])) for i in order]
-        return Prediction(path=path, label=top[0][0], confidence=top[0][1], top_k=top,
-                          probabilities=[float(value) for value in probabilities])
+        label, confidence = top[0]
+        best_guess = None
+        if self.unknown_threshold is not None and confidence < self.unknown_threshold:
+            label, best_guess = UNKNOWN_CLASS, top[0][0]
+        return Prediction(path=path, label=label, confidence=confidence, top_k=top,
+                          probabilities=[float(value) for value in probabilities], best_guess=best_guess)
+
+
+UNKNOWN_CLASS = "unknown"
+
+
+def calibration_temperature(resolved: ResolvedModel) -> float:
+    """The temperature fitted after training (run directory's calibration.json, or the bundle
+    manifest's training.calibration), or 1.0 when there is none."""
+    import json
+
+    if resolved.run_dir is not None and (resolved.run_dir / "calibration.json").is_file():
+        return float(json.loads((resolved.run_dir / "calibration.json").read_text("utf-8"))["temperature"])
+    from imgclf.bundle import find_bundle
+
+    found = find_bundle(resolved.model_file)
+    if found is not None:
+        calibration = (found[0].manifest.get("training") or {}).get("calibration") or {}
+        return float(calibration.get("temperature", 1.0))
+    return 1.0
 
 
 def load_runtime(resolved: ResolvedModel, num_threads: Optional[int] = None) -> Runtime:

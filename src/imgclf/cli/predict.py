@@ -43,6 +43,11 @@ def predict_command(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="LiteRT threads for a .tflite model (default: one per CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Draw a progress bar on stderr."),
+    unknown_threshold: Optional[float] = typer.Option(
+        None, "--unknown-threshold", min=0.0, max=1.0,
+        help="Answer \"unknown\" (with the best guess kept) when the calibrated confidence is below this."),
+    calibrated: bool = typer.Option(
+        True, "--calibrated/--raw", help="Scale probabilities by the temperature fitted on the validation split."),
 ) -> None:
     """Predict the class of each image. Exits with code 5 when any input could not be read."""
     setup_logging()
@@ -56,6 +61,9 @@ def predict_command(
         if resolved.runtime != "tflite":
             quiet_tensorflow()
         predictor = _load_quietly(resolved, max_image_pixels, threads)
+        predictor.unknown_threshold = unknown_threshold
+        if not calibrated:
+            predictor.temperature = 1.0
         top_k = min(top_k, len(predictor.classes))
         writer = _open_writer(out, json_output, top_k)
         started = time.perf_counter()
