@@ -12,8 +12,10 @@ Phases, each timed as its own process:
 2. split: `imgclf split` with the dataset's ratios and seed 42.
 3. train: `imgclf train --config configs/<name>.yaml`, with data.path, data.cache_dir and
    output.runs_dir pointed into the work folder. The cache starts empty, so this phase
-   includes decoding every image once; the decode, fit and model-saving parts are
-   reported separately.
+   includes decoding every image once. The decoding and fit parts are reported separately.
+
+Every phase runs with IMGCLF_CACHE_DIR in the work folder, so no scan result or decoded
+image cached by an earlier run shortens a phase.
 4. evaluate: `imgclf evaluate RUN --split test --json`.
 
 Extra KEY=VALUE arguments are passed to `imgclf train` as config overrides.
@@ -77,18 +79,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def export(name: str, out: Path, idx_folder: Path) -> float:
+def fresh_env(work: Path) -> dict:
+    """Return an environment whose imgclf caches (scan results, decoded images) start empty in `work`."""
+    return wide_env(IMGCLF_CACHE_DIR=str(work / "imgclf-cache"))
+
+
+def export(name: str, out: Path, idx_folder: Path, env: dict) -> float:
     command = [imgclf_executable(), "datasets", "export", name, str(out)]
     if name == "fashion-mnist":
         command += ["--from", str(idx_folder)]
-    done = run_timed(command, env=wide_env())
+    done = run_timed(command, env=env)
     note(done.stdout.strip())
     return done.seconds
 
 
-def split(source: Path, out: Path, ratios: str) -> tuple[float, dict]:
+def split(source: Path, out: Path, ratios: str, env: dict) -> tuple[float, dict]:
     done = run_timed([imgclf_executable(), "split", str(source), "--out", str(out), "--ratios", ratios,
-                      "--seed", "42", "--json"], env=wide_env())
+                      "--seed", "42", "--json"], env=env)
     return done.seconds, json.loads(done.stdout)["totals"]
 
 
@@ -96,11 +103,11 @@ def _logged_at(lines: list[tuple[float, str]], pattern: str) -> Optional[float]:
     return next((seconds for seconds, line in lines if pattern in line), None)
 
 
-def train(config: Path, split_dir: Path, work: Path, overrides: list[str]) -> tuple[float, Path, dict]:
+def train(config: Path, split_dir: Path, work: Path, overrides: list[str], env: dict) -> tuple[float, Path, dict]:
     """Run `imgclf train`; return its wall time, the run directory and timings taken from its log."""
     command = [imgclf_executable(), "train", "--config", str(config), f"data.path={split_dir}",
                f"data.cache_dir={work / 'cache'}", f"output.runs_dir={work / 'runs'}", *overrides]
-    done = run_timed(command, env=wide_env())
+    done = run_timed(command, env=env)
     run_dir = Path(done.stdout.strip().splitlines()[-1])
     record = json.loads((run_dir / "run.json").read_text("utf-8"))
     # `split folder` is logged before decoding starts, `model ...` once decoding and set-up are done.
@@ -118,26 +125,27 @@ def train(config: Path, split_dir: Path, work: Path, overrides: list[str]) -> tu
     return done.seconds, run_dir, timings
 
 
-def evaluate(run_dir: Path) -> tuple[float, dict]:
-    done = run_timed([imgclf_executable(), "evaluate", str(run_dir), "--split", "test", "--json"], env=wide_env())
+def evaluate(run_dir: Path, env: dict) -> tuple[float, dict]:
+    done = run_timed([imgclf_executable(), "evaluate", str(run_dir), "--split", "test", "--json"], env=env)
     return done.seconds, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_phases(args, dataset: Dataset, work: Path) -> dict:
+    env = fresh_env(work)
     phases: dict[str, Optional[float]] = {"export": None}
     source = dataset.source
     if dataset.exported:
         source = work / args.name
-        phases["export"] = export(args.name, source, args.fashion_mnist_from)
+        phases["export"] = export(args.name, source, args.fashion_mnist_from, env)
         note(f"export: {phases['export']:.1f} s")
-    phases["split"], totals = split(source, work / "split", dataset.ratios)
+    phases["split"], totals = split(source, work / "split", dataset.ratios, env)
     note(f"split: {phases['split']:.1f} s ({', '.join(f'{k} {v}' for k, v in totals.items())})")
     config = args.config or dataset.config
-    phases["train"], run_dir, training = train(config, work / "split", work, args.overrides)
+    phases["train"], run_dir, training = train(config, work / "split", work, args.overrides, env)
     note(f"train: {phases['train']:.1f} s, of which decoding and set-up {training['decode_and_setup_seconds']} s "
          f"and fit {training['fit_seconds']} s; {training['epochs_run']} epochs, best {training['best_epoch']} "
          f"(val accuracy {training['best_val_accuracy']:.4f}), {training['train_images_per_second']} images/s")
-    phases["evaluate"], metrics = evaluate(run_dir)
+    phases["evaluate"], metrics = evaluate(run_dir, env)
     note(f"evaluate: {phases['evaluate']:.1f} s; test accuracy {metrics['accuracy']:.4f} "
          f"on {metrics['n_images']} images")
     return {"config": str(config), "split_totals": totals, "phases": phases, "training": training,

@@ -61,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", choices=("simple_cnn", "small_cnn"), default="simple_cnn",
                         help="Model to time (default: simple_cnn).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of the split (default: 42).")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="Turn on TensorFlow op determinism first, as `train.deterministic: true` does.")
+    parser.add_argument("--skip-model", action="store_true",
+                        help="Time the input pipeline and augmentation only, not the model.")
     return parser.parse_args(argv)
 
 
@@ -135,6 +139,8 @@ def main(argv=None) -> None:
     from imgclf.splitting import read_split
 
     keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     size = (args.image_size, args.image_size)
     split = read_split(work / "split")
     started = time.perf_counter()
@@ -157,6 +163,9 @@ def main(argv=None) -> None:
     for name, rate in figures.items():
         note(f"{name}: {rate:.0f} images/s")
 
+    if args.skip_model:
+        emit_profile(args, n_train, decode_seconds, figures, facts)
+        return
     in_memory = plain.cache()
     for _ in in_memory:  # fill the cache so the timed epochs read batches from memory
         pass
@@ -171,11 +180,15 @@ def main(argv=None) -> None:
     figures["full_fit"] = fit_rate(full, augmented, n_train, args.epochs)
     note(f"full_fit (augmentation pipeline + model): {figures['full_fit']:.0f} images/s")
 
+    emit_profile(args, n_train, decode_seconds, figures, facts)
+
+
+def emit_profile(args, n_train: int, decode_seconds: float, figures: dict, facts: dict) -> None:
     emit({
         "benchmark": "profile_training",
         "settings": {"model": args.model, "image_size": args.image_size, "batch_size": args.batch_size,
                      "epochs": args.epochs, "train_images": n_train, "augmentation": AUGMENTATION,
-                     "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()},
+                     "op_determinism": args.deterministic},
         "decode_seconds": round(decode_seconds, 2),
         "images_per_second": {name: round(rate, 1) for name, rate in figures.items()},
         "machine": facts,

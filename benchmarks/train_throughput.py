@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1,
                         help="Runs of each program, alternating baseline and imgclf (default: 1).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of the split and of imgclf (default: 42).")
+    parser.add_argument("--imgclf-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Config override for `imgclf train` only, e.g. train.deterministic=false; repeatable.")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="Folder for the split, links, cache and runs; kept afterwards. "
                              "Default: a temporary folder that is removed.")
@@ -145,8 +147,8 @@ def _first_time(lines: list[tuple[float, str]], pattern: str) -> float:
     raise SystemExit(f"error: `imgclf train` logged no line containing {pattern!r}; its stderr changed format")
 
 
-def run_imgclf(config_path: Path) -> dict:
-    done = run_timed([imgclf_executable(), "train", "--config", str(config_path)], env=wide_env())
+def run_imgclf(config_path: Path, overrides: list[str]) -> dict:
+    done = run_timed([imgclf_executable(), "train", "--config", str(config_path), *overrides], env=wide_env())
     run_dir = Path(done.stdout.strip().splitlines()[-1])
     record = json.loads((run_dir / "run.json").read_text("utf-8"))
     epochs = [EPOCH_LINE.search(line) for _, line in done.stderr_lines]
@@ -244,7 +246,7 @@ def main(argv=None) -> None:
             config_path = work / f"throughput-{repeat + 1}.yaml"
             write_imgclf_config(config_path, split_dir, work / f"cache-{repeat + 1}", work / "runs", args)
             note(f"repeat {repeat + 1}/{args.repeats}: imgclf train, {args.epochs} epochs, empty cache")
-            imgclf_runs.append(run_imgclf(config_path))
+            imgclf_runs.append(run_imgclf(config_path, args.imgclf_override))
             cached = sorted(path.name for path in (work / f"cache-{repeat + 1}").glob("*.npy"))
             imgclf_runs[-1]["cache_files_written"] = len(cached)
 
@@ -258,6 +260,7 @@ def main(argv=None) -> None:
             "benchmark": "train_throughput",
             "settings": {"data": str(args.data), "image_size": args.image_size, "batch_size": args.batch_size,
                          "epochs": args.epochs, "repeats": args.repeats, "seed": args.seed,
+                         "imgclf_overrides": args.imgclf_override,
                          "augmentation": BASELINE_AUGMENTATION, "train_images": linked["train"],
                          "val_images": linked["val"]},
             **summary,
