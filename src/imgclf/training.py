@@ -257,6 +257,7 @@ class _Trainer:
         if not hasattr(self, "_features"):
             started = time.perf_counter()
             self._features = [self._extract(self.train_images), self._extract(self.val_images)]
+            self.feature_seconds = round(time.perf_counter() - started, 2)
             self.reporter.message(
                 f"computed backbone features of {len(self.train_images) + len(self.val_images)} images once "
                 f"({time.perf_counter() - started:.1f} s); the frozen phase trains the head on them")
@@ -322,6 +323,7 @@ class _Trainer:
         self.phase_records.append({
             "name": phase.name, "epochs_run": sum(1 for row in self.history if row["phase"] == phase.name),
             "learning_rate": phase.learning_rate, "feature_cache": phase.feature_cache,
+            "feature_extraction_seconds": getattr(self, "feature_seconds", None) if phase.feature_cache else None,
             "seconds": round(time.perf_counter() - started, 2),
             "train_images_per_second": round(progress.median_images_per_second(), 1),
         })
