@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from common import REPO_ROOT, SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, wide_env
+from common import REPO_ROOT, SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, skip, wide_env
 
 FASHION_MNIST_IDX = Path("/usr/share/datasets/fashion-mnist")
 
@@ -76,7 +76,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="Folder for the exported images, split, cache and run; kept afterwards. "
                              "Default: a temporary folder that is removed.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    source = DATASETS[args.name].source
+    if source is not None and not source.is_dir():
+        skip("accuracy", f"{args.name}: dataset folder {source} not found")
+    if args.name == "fashion-mnist" and not args.fashion_mnist_from.is_dir():
+        skip("accuracy", f"fashion-mnist: IDX folder {args.fashion_mnist_from} not found; pass --fashion-mnist-from "
+                         "DIR or install Debian's dataset-fashion-mnist package")
+    return args
 
 
 def fresh_env(work: Path) -> dict:

@@ -34,6 +34,13 @@ def emit(result: dict) -> None:
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
+def skip(benchmark: str, reason: str) -> None:
+    """Report a benchmark that cannot run here (a dataset or script is absent) and exit with status 0."""
+    note(f"{benchmark}: skipped, {reason}")
+    emit({"benchmark": benchmark, "skipped": reason})
+    sys.exit(0)
+
+
 def imgclf_executable() -> str:
     """Return the `imgclf` console script beside the running Python, else the one on PATH."""
     beside = Path(sys.executable).parent / "imgclf"

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, wide_env
+from common import SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, skip, wide_env
 
 DEFAULT_DATA = SHARED_ROOT / "datasets" / "sign-language-digits"
 
@@ -65,7 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Turn on TensorFlow op determinism first, as `train.deterministic: true` does.")
     parser.add_argument("--skip-model", action="store_true",
                         help="Time the input pipeline and augmentation only, not the model.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        skip("profile_training", f"dataset folder {args.data} not found; pass --data DIR")
+    return args
 
 
 def images_per_second(dataset, n_images: int, passes: int) -> float:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from common import SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, wide_env
+from common import SHARED_ROOT, emit, imgclf_executable, machine_facts, note, run_timed, skip, wide_env
 
 DEFAULT_DATA = SHARED_ROOT / "datasets" / "sign-language-digits"
 BASELINE_SCRIPT = SHARED_ROOT / "baseline" / "straightforward_train.py"
@@ -82,9 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.epochs < 1 or args.repeats < 1 or args.batch_size < 1:
         parser.error("--epochs, --repeats and --batch-size must be at least 1")
     if not args.data.is_dir():
-        parser.error(f"--data {args.data}: folder not found")
+        skip("train_throughput", f"dataset folder {args.data} not found; pass --data DIR")
     if not args.baseline.is_file():
-        parser.error(f"--baseline {args.baseline}: file not found")
+        skip("train_throughput", f"baseline script {args.baseline} not found; pass --baseline FILE")
     return args
 
 
