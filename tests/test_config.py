@@ -106,7 +106,7 @@ def test_saved_config_loads_back_identical(tmp_path):
     assert load_config(tmp_path / "resolved.yaml") == config
 
 
-@pytest.mark.parametrize("name", ["digits.yaml", "fashion_mnist.yaml", "sign_language_digits.yaml"])
+@pytest.mark.parametrize("name", ["digits.yaml", "fashion_mnist.yaml", "sign_language_digits.yaml", "sign_digits.yaml", "hymenoptera.yaml"])
 def test_shipped_configs_are_valid(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     if not path.exists():
