@@ -121,7 +121,7 @@ class AugmentationConfig(_Section):
     rotation_degrees: float = Field(0.0, ge=0.0, le=180.0)
     width_shift: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the width.")
     height_shift: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the height.")
-    shear_degrees: float = Field(0.0, ge=0.0, lt=90.0)
+    shear_degrees: float = Field(0.0, ge=0.0, le=45.0, description="At most 45: Keras' RandomShear takes the tangent, limited to 1.")
     zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn from [1 - zoom, 1 + zoom].")
     horizontal_flip: bool = False
     vertical_flip: bool = False
