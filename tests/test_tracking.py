@@ -28,6 +28,8 @@ def test_training_and_evaluation_log_to_mlflow(tmp_path):
     assert runner.invoke(app, ["train", "--config", str(config)]).exit_code == 0
     run_dir = tmp_path / "runs" / "tracked"
     assert runner.invoke(app, ["evaluate", str(run_dir)]).exit_code == 0
+    exported = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "bundle")])
+    assert exported.exit_code == 0, exported.output
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}")
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
@@ -39,7 +41,7 @@ def test_training_and_evaluation_log_to_mlflow(tmp_path):
     assert [metric.step for metric in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
     assert "test_accuracy" in run.data.metrics
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
-    assert {"model.keras", "run.json", "evaluation"} <= artifacts
+    assert {"model.keras", "run.json", "evaluation", "bundle"} <= artifacts
     assert (tmp_path / "mlartifacts").is_dir()
 
 

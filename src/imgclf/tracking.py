@@ -3,7 +3,8 @@
 A run with a `tracking.mlflow` config section logs its flattened config as parameters, every
 epoch's metrics, the data-manifest hash as a tag, and its record files and model as artifacts.
 `imgclf evaluate` adds the evaluation metrics and the HTML report to the same MLflow run, and
-`imgclf export` the bundle; the MLflow run id is kept in the run directory's run.json.
+`imgclf export` adds the bundle. The MLflow run id is kept in the run directory's
+`mlflow_run_id` file.
 """
 
 from __future__ import annotations

@@ -144,7 +144,21 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, options: E
     shutil.rmtree(staging, ignore_errors=True)
     reporter.message(f"bundle written to {out} ({len(manifest['artifacts'])} model files); "
                      f"`imgclf verify {out}` checks it again in a new process")
+    _track_bundle(run.folder, out)
     return manifest
+
+
+def _track_bundle(run_dir: Path, bundle: Path) -> None:
+    """Add the bundle to the run's MLflow run, when the run was tracked there."""
+    from imgclf.config import load_config
+    from imgclf.tracking import MlflowRun
+
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        return
+    tracker = MlflowRun.reopen(load_config(config_file).tracking.mlflow, Path(run_dir))
+    if tracker is not None:
+        tracker.log_files([bundle], folder="bundle")
 
 
 def _existing_manifest(out: Path, model_sha256: str) -> Optional[dict]:
