@@ -950,3 +950,47 @@ def test_cli_api_key_from_environment(server, tiny, tmp_path):
     assert status == 401
     assert body["reason"] == "unauthorized"
 
+
+
+# --------------------------------------------------------------------------------------------
+# The serving image: its requirement list and its Dockerfile
+# --------------------------------------------------------------------------------------------
+
+
+def test_requirements_split_extra_marker():
+    from imgclf.serving.requirements import split_marker
+
+    assert split_marker('uvloop<1,>=0.19; sys_platform != "win32" and extra == "serve"') == (
+        "uvloop<1,>=0.19", "serve", 'sys_platform != "win32"')
+    assert split_marker('fastapi<1; extra == "serve"') == ("fastapi<1", "serve", "")
+    assert split_marker("numpy<3,>=2.0") == ("numpy<3,>=2.0", None, "")
+
+
+def test_requirements_litert_has_no_tensorflow():
+    from imgclf.serving.requirements import serving_requirements
+
+    names = [line.split("<")[0].split(">")[0].split(";")[0].strip().lower() for line in serving_requirements("litert")]
+    assert "ai-edge-litert" in names
+    assert "fastapi" in names
+    assert "tensorflow" not in names
+    assert "keras" not in names
+    with_tensorflow = serving_requirements("tensorflow")
+    assert any(line.startswith("tensorflow") for line in with_tensorflow)
+
+
+def test_requirements_auto_follows_bundle(tmp_path, tiny):
+    from imgclf.serving.requirements import choose_runtime
+
+    run, bundle = tiny
+    assert choose_runtime("auto", bundle) == "litert"
+    assert choose_runtime("auto", run) == "tensorflow"
+    assert choose_runtime("tensorflow", bundle) == "tensorflow"
+
+
+def test_dockerfile_runs_as_non_root_with_health_check():
+    text = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text("utf-8")
+    assert "ARG BASE_IMAGE=python:" in text
+    assert "USER 10001" in text
+    assert "HEALTHCHECK" in text
+    assert "/health" in text
+    assert text.count("FROM ${BASE_IMAGE}") == 2

@@ -14,14 +14,18 @@ SERVE_EXTRA_HINT = "imgclf serve needs the serving packages: pip install 'imgclf
 
 def serve_command(
     model: Path = typer.Argument(..., help="Run directory or export bundle; a bundle with model.tflite runs on LiteRT."),
-    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)."),
-    port: Optional[int] = typer.Option(None, "--port", "-p", min=0, max=65535, help="TCP port (default 8000)."),
+    host: Optional[str] = typer.Option(
+        None, "--host", envvar="IMGCLF_HOST", show_envvar=True,
+        help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)."),
+    port: Optional[int] = typer.Option(
+        None, "--port", "-p", min=0, max=65535, envvar="IMGCLF_PORT", show_envvar=True, help="TCP port (default 8000)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="serve.yaml with any serving keys; options given here override it."),
     api_key: Optional[str] = typer.Option(
         None, "--api-key", envvar="IMGCLF_API_KEY", show_envvar=True,
         help="Require this key (X-API-Key header or Bearer token) on /predict and /metadata."),
     max_upload_mb: Optional[float] = typer.Option(None, "--max-upload-mb", help="Largest request body in MB (default 10)."),
     max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", min=1, help="Largest width x height decoded; larger images get 413."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", min=1, help="Classes listed when a request gives no ?top_k= (default 5)."),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", min=1, help="Maximum images per model call (default 8)."),
     max_latency_ms: Optional[float] = typer.Option(
         None, "--max-latency-ms", min=0, help="Milliseconds a model call waits to batch more requests (default 0: never waits)."),
@@ -44,7 +48,7 @@ def serve_command(
         from imgclf.runs import resolve_model
 
         options = {
-            "host": host, "port": port, "max_upload_mb": max_upload_mb, "max_image_pixels": max_image_pixels,
+            "host": host, "port": port, "max_upload_mb": max_upload_mb, "max_image_pixels": max_image_pixels, "top_k": top_k,
             "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "max_queue_size": max_queue_size,
             "request_timeout_s": request_timeout_s, "cors_origins": cors_origins or None, "threads": threads,
             "access_log": access_log,

@@ -235,7 +235,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_routes(app: FastAPI, state: ServerState) -> None:
     config = state.config
 
-    def check_api_key(request: Request) -> None:
+    async def check_api_key(request: Request) -> None:
         if state.api_key is None:
             return
         given = request.headers.get("x-api-key")
