@@ -109,9 +109,10 @@ class ServedModel:
 
     def predict_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Return float32 probabilities (N, classes) for uint8 pixels (N, height, width, 3)."""
-        # NOTE: `Predictor.predict` makes this same call after decoding. A step added there after
-        # the model call must be added here too, and the CLI-parity test catches a difference.
-        return self.predictor.predict_arrays(batch)
+        # NOTE: `Predictor.predict` makes these same calls after decoding: the model, then the
+        # temperature fitted on the validation split. A step added there must be added here too,
+        # and the CLI-parity test catches a difference.
+        return self.predictor.calibrate(self.predictor.predict_arrays(batch))
 
     def top_classes(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Return the `k` most probable classes, highest first, ties in class order (as `imgclf predict`)."""
