@@ -5,13 +5,16 @@
 
 For each model, on one machine and in one run:
 
-1. the yardstick (`straightforward_server.py`: Flask, `model.predict` on a batch of one per
-   request) serves the run's `model.keras`, and `load.py` measures it at concurrency 1 and 8;
-2. `imgclf serve BUNDLE` (LiteRT on the bundle's `model.tflite`) is measured the same way,
-   and once per micro-batching setting at concurrency 8;
-3. 2,000 requests at concurrency 16 check for failures and resident-memory growth;
-4. the bare runtime's single-image decode plus inference is timed in this process, for the
-   latency target at concurrency 1.
+1. the bare runtime's single-image decode plus inference is timed in this process, for the
+   latency target at concurrency 1;
+2. the yardstick (`straightforward_server.py`: Flask, `model.predict` on a batch of one per
+   request) serves the run's `model.keras`, while `imgclf serve` serves the bundle (LiteRT on
+   its `model.tflite`, or the `.tflite` file named). With both running, `load.py` measures
+   them in alternating rounds at concurrency 1 and 8, and each figure is the round with the
+   median requests per second;
+3. 2,000 requests at concurrency 16 check imgclf for failures and resident-memory growth;
+4. `imgclf serve` runs at concurrency 8 once per setting of `SERVER_SETTINGS` (micro-batching
+   and LiteRT threads).
 
 The yardstick resizes uploads to `model.input_shape`, which an imgclf model leaves open (it
 resizes inside the graph), so it gets a copy of the same weights behind a fixed input layer.
@@ -42,8 +45,16 @@ BASELINE = SHARED_ROOT / "baseline"
 YARDSTICK_COUNTS = {1: 150, 8: 400}
 IMGCLF_COUNTS = {1: 600, 8: 2000}
 SOAK_COUNT, SOAK_CONCURRENCY = 2000, 16
-# Micro-batching settings compared at concurrency 8: (max_batch_size, max_latency_ms).
-BATCHING_SETTINGS = [(1, 0), (8, 0), (8, 2), (16, 5)]
+# Server settings compared at concurrency 8, as `imgclf serve` options: micro-batching off, the
+# defaults (batches of up to 8 made of whatever is queued), waiting 2 or 5 ms for a batch, and
+# one LiteRT thread instead of one per CPU.
+SERVER_SETTINGS = [
+    ("--max-batch-size", "1"),
+    (),
+    ("--max-latency-ms", "2"),
+    ("--max-batch-size", "16", "--max-latency-ms", "5"),
+    ("--threads", "1"),
+]
 
 
 def free_port() -> int:
@@ -128,57 +139,81 @@ def fixed_input_copy(run_dir: Path, image_size: tuple[int, int], out: Path) -> P
     return out
 
 
-def measure_yardstick(run_dir: Path, image: Path, image_size: tuple[int, int], work: Path) -> dict:
+def start_yardstick(run_dir: Path, image_size: tuple[int, int], work: Path) -> Server:
     model = fixed_input_copy(run_dir, image_size, work / "yardstick.keras")
-    labels = run_dir / "classes.json"
     port = free_port()
     server = Server([sys.executable, str(BASELINE / "straightforward_server.py"), str(model), "--labels",
-                     str(labels), "--port", str(port)], port, work / "yardstick.log")
-    try:
-        server.wait(port_open)
-        run_load(server.url, image, 5, 1)
-        results = {f"c{c}": run_load(server.url, image, count, c) for c, count in YARDSTICK_COUNTS.items()}
-        results["rss_kb"] = rss_kb(server.process.pid)
-    finally:
-        server.stop()
-    return results
+                     str(run_dir / "classes.json"), "--port", str(port)], port, work / "yardstick.log")
+    server.wait(port_open)
+    return server
 
 
-def start_imgclf(bundle: Path, work: Path, name: str, *options: str) -> Server:
+def start_imgclf(model: Path, work: Path, name: str, *options: str) -> Server:
     port = free_port()
-    command = [imgclf_executable(), "serve", str(bundle), "--port", str(port), "--no-access-log", *options]
+    command = [imgclf_executable(), "serve", str(model), "--port", str(port), "--no-access-log", *options]
     server = Server(command, port, work / f"{name}.log")
     server.wait(imgclf_ready)
     return server
 
 
-def measure_imgclf(bundle: Path, image: Path, work: Path) -> dict:
-    server = start_imgclf(bundle, work, "imgclf")
+def median_of(runs: list[dict]) -> dict:
+    """Return the run with the median requests per second, plus every round's figures."""
+    ordered = sorted(runs, key=lambda run: run["rps"])
+    return {**ordered[len(ordered) // 2], "rounds_rps": [run["rps"] for run in runs],
+            "rounds_p50_ms": [round(run["p50_ms"], 3) for run in runs]}
+
+
+def measure_both(run_dir: Path, model: Path, image: Path, image_size: tuple[int, int], work: Path,
+                 rounds: int) -> tuple[dict, dict]:
+    """Measure the yardstick and imgclf in alternating rounds, both servers up all along.
+
+    Alternating keeps a change in the machine's other load from favouring one of them.
+    """
+    yardstick_server = start_yardstick(run_dir, image_size, work)
+    imgclf_server = start_imgclf(model, work, "imgclf")
     try:
-        results = {"rss_after_warm_up_kb": rss_kb(server.process.pid)}
-        run_load(server.url, image, 20, 1)
-        for concurrency, count in IMGCLF_COUNTS.items():
-            results[f"c{concurrency}"] = run_load(server.url, image, count, concurrency)
-        results["soak"] = run_load(server.url, image, SOAK_COUNT, SOAK_CONCURRENCY)
-        results["rss_after_soak_kb"] = rss_kb(server.process.pid)
+        imgclf = {"rss_after_warm_up_kb": rss_kb(imgclf_server.process.pid)}
+        run_load(yardstick_server.url, image, 5, 1)
+        run_load(imgclf_server.url, image, 20, 1)
+        runs = {(name, c): [] for name in ("yardstick", "imgclf") for c in YARDSTICK_COUNTS}
+        for round_index in range(rounds):
+            for concurrency in YARDSTICK_COUNTS:
+                runs["yardstick", concurrency].append(
+                    run_load(yardstick_server.url, image, YARDSTICK_COUNTS[concurrency], concurrency))
+                runs["imgclf", concurrency].append(
+                    run_load(imgclf_server.url, image, IMGCLF_COUNTS[concurrency], concurrency))
+            note(f"  round {round_index + 1}: " + ", ".join(
+                f"{name} c{c} {values[-1]['rps']} rps" for (name, c), values in runs.items()))
+        yardstick = {f"c{c}": median_of(runs["yardstick", c]) for c in YARDSTICK_COUNTS}
+        yardstick["rss_kb"] = rss_kb(yardstick_server.process.pid)
+        for concurrency in IMGCLF_COUNTS:
+            imgclf[f"c{concurrency}"] = median_of(runs["imgclf", concurrency])
+        yardstick_server.stop()
+        imgclf["soak"] = run_load(imgclf_server.url, image, SOAK_COUNT, SOAK_CONCURRENCY)
+        imgclf["rss_after_soak_kb"] = rss_kb(imgclf_server.process.pid)
     finally:
-        server.stop()
-    return results
+        yardstick_server.stop()
+        imgclf_server.stop()
+    return yardstick, imgclf
 
 
-def measure_batching(bundle: Path, image: Path, work: Path) -> list[dict]:
+def measure_settings(model: Path, image: Path, work: Path, rounds: int) -> list[dict]:
+    """Measure each of `SERVER_SETTINGS` at concurrency 8, the settings alternating per round."""
+    runs: dict[tuple[str, ...], list[dict]] = {setting: [] for setting in SERVER_SETTINGS}
+    for _ in range(rounds):
+        for index, setting in enumerate(SERVER_SETTINGS):
+            server = start_imgclf(model, work, f"setting{index}", *setting)
+            try:
+                run_load(server.url, image, 20, 8)
+                result = run_load(server.url, image, IMGCLF_COUNTS[8], 8)
+                result["mean_batch_size"] = _batch_size_mean(server.url)
+            finally:
+                server.stop()
+            runs[setting].append(result)
     rows = []
-    for max_batch_size, max_latency_ms in BATCHING_SETTINGS:
-        server = start_imgclf(bundle, work, f"batch{max_batch_size}-{max_latency_ms}",
-                              "--max-batch-size", str(max_batch_size), "--max-latency-ms", str(max_latency_ms))
-        try:
-            run_load(server.url, image, 20, 8)
-            result = run_load(server.url, image, IMGCLF_COUNTS[8], 8)
-            batches = _batch_size_mean(server.url)
-        finally:
-            server.stop()
-        rows.append({"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
-                     "mean_batch_size": batches, **result})
+    for setting, results in runs.items():
+        median = median_of(results)
+        rows.append({"options": " ".join(setting) or "(defaults)", **median})
     return rows
 
 
@@ -194,14 +229,14 @@ def _batch_size_mean(url: str) -> Optional[float]:
     return round(values["imgclf_batch_size_sum"] / count, 2) if count else None
 
 
-def bare_runtime_ms(bundle: Path, image: Path, repeats: int = 300) -> dict:
-    """Median milliseconds of `load_image` on the file's bytes plus one LiteRT call on the result."""
+def bare_runtime_ms(model: Path, image: Path, repeats: int = 300) -> dict:
+    """Time `load_image` on the file's bytes plus one runtime call on the result; return median milliseconds."""
     import numpy as np
 
     from imgclf.imageio import load_image
     from imgclf.prediction import Predictor
 
-    predictor = Predictor.load(bundle)
+    predictor = Predictor.load(model)
     data = image.read_bytes()
     decode_times, inference_times = [], []
     for _ in range(repeats + 10):
@@ -236,40 +271,41 @@ def parse_model(text: str) -> tuple[str, Path, Path, Path]:
     name, _, paths = text.partition("=")
     parts = paths.split(":")
     if not name or len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"--model {text!r}: expected NAME=RUN_DIR:BUNDLE:IMAGE")
-    run_dir, bundle, image = (Path(part) for part in parts)
-    for path in (run_dir / "model.keras", bundle / "model.tflite", image):
+        raise argparse.ArgumentTypeError(f"--model {text!r}: expected NAME=RUN_DIR:MODEL:IMAGE")
+    run_dir, model, image = (Path(part) for part in parts)
+    for path in (run_dir / "model.keras", model, image):
         if not path.exists():
             raise argparse.ArgumentTypeError(f"--model {text!r}: {path} not found")
-    return name, run_dir, bundle, image
+    return name, run_dir, model, image
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", type=parse_model, required=True,
-                        help="NAME=RUN_DIR:BUNDLE:IMAGE: the run (for the yardstick), its bundle with model.tflite, "
-                             "and the image every request sends. Repeat for several models.")
-    parser.add_argument("--no-batching-sweep", action="store_true", help="Skip the micro-batching settings.")
+                        help="NAME=RUN_DIR:MODEL:IMAGE: the run (its model.keras goes to the yardstick), what "
+                             "`imgclf serve` gets (a bundle, or a .tflite file inside one), and the image every "
+                             "request sends. Repeat for several models.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds per measurement (default 3).")
+    parser.add_argument("--no-settings", action="store_true", help="Skip the comparison of server settings.")
     args = parser.parse_args()
     for needed in ("load.py", "straightforward_server.py"):
         if not (BASELINE / needed).is_file():
             sys.exit(f"error: {BASELINE / needed} not found; the yardstick and load generator live in ../shared/baseline")
+    from imgclf.runs import resolve_model
+
     results = {"benchmark": "serve_load", "machine": machine_facts(), "models": []}
     with tempfile.TemporaryDirectory(prefix="serve_load_") as folder:
         work = Path(folder)
-        for name, run_dir, bundle, image in args.model:
-            manifest = json.loads((bundle / "imgclf.json").read_text("utf-8"))
-            image_size = (manifest["input"]["height"], manifest["input"]["width"])
-            note(f"{name}: the Flask yardstick on {run_dir / 'model.keras'}")
-            yardstick = measure_yardstick(run_dir, image, image_size, work)
-            note(f"{name}: imgclf serve on {bundle}")
-            imgclf = measure_imgclf(bundle, image, work)
-            batching = [] if args.no_batching_sweep else measure_batching(bundle, image, work)
-            note(f"{name}: the bare runtime")
-            bare = bare_runtime_ms(bundle, image)
-            entry = {"name": name, "image": str(image), "image_bytes": image.stat().st_size,
+        for name, run_dir, model, image in args.model:
+            image_size = resolve_model(model).image_size
+            note(f"{name}: the bare runtime on {model}")
+            bare = bare_runtime_ms(model, image)
+            note(f"{name}: the Flask yardstick on {run_dir / 'model.keras'} against imgclf serve on {model}")
+            yardstick, imgclf = measure_both(run_dir, model, image, image_size, work, args.rounds)
+            settings = [] if args.no_settings else measure_settings(model, image, work, max(1, args.rounds - 1))
+            entry = {"name": name, "model": str(model), "image": str(image), "image_bytes": image.stat().st_size,
                      "input_size": image_size, "yardstick": yardstick, "imgclf": imgclf,
-                     "batching_c8": batching, "bare_runtime": bare,
+                     "settings_c8": settings, "bare_runtime": bare,
                      "summary": summarise(name, yardstick, imgclf, bare)}
             note(json.dumps(entry["summary"]))
             results["models"].append(entry)
