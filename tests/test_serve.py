@@ -994,3 +994,14 @@ def test_dockerfile_runs_as_non_root_with_health_check():
     assert "HEALTHCHECK" in text
     assert "/health" in text
     assert text.count("FROM ${BASE_IMAGE}") == 2
+
+
+def test_predict_answers_unknown_below_threshold(serve_client, tiny, tmp_path):
+    _, bundle = tiny
+    image = make_image(tmp_path / "red.png", (220, 40, 40), size=(20, 20), seed=8)
+    sure = serve_client(bundle).post("/predict", files={"file": ("red.png", image.read_bytes(), "image/png")}).json()
+    unsure_client = serve_client(bundle, unknown_threshold=1.0)
+    unsure = unsure_client.post("/predict", files={"file": ("red.png", image.read_bytes(), "image/png")}).json()
+    assert unsure["class"] == "unknown"
+    assert unsure["best_guess"] == sure["class"]
+    assert unsure["confidence"] == pytest.approx(sure["confidence"])

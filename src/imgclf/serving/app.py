@@ -291,7 +291,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             name, data = await read_single(request)
             pixels = await state.decode(model, name, data)
             row = await state.predict(model, pixels)
-        body = _prediction(model, row, top_k or config.top_k)
+        body = _prediction(model, row, top_k or config.top_k, config.unknown_threshold)
         body.update(model=_model_ref(model), request_id=request.state.request_id)
         return JSONResponse(body)
 
@@ -302,23 +302,29 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         model = state.require_ready()
         with state.admit():
             uploads = await read_many(request, config.max_batch_files)
-            results = await asyncio.gather(*(_predict_item(state, model, name, data, top_k or config.top_k)
+            results = await asyncio.gather(*(_predict_item(state, model, name, data, top_k or config.top_k,
+                                                           config.unknown_threshold)
                                              for name, data in uploads))
         return JSONResponse({"results": results, "model": _model_ref(model), "request_id": request.state.request_id})
 
 
-async def _predict_item(state: ServerState, model: ServedModel, name: str, data: bytes, top_k: int) -> dict:
+async def _predict_item(state: ServerState, model: ServedModel, name: str, data: bytes, top_k: int,
+                        unknown_threshold: Optional[float] = None) -> dict:
     try:
         pixels = await state.decode(model, name, data)
     except ApiError as error:
         return {"file": name, "error": error.message, "reason": error.reason, "status": error.status}
-    return {"file": name, **_prediction(model, await state.predict(model, pixels), top_k)}
+    return {"file": name, **_prediction(model, await state.predict(model, pixels), top_k, unknown_threshold)}
 
 
-def _prediction(model: ServedModel, row: np.ndarray, top_k: int) -> dict:
+def _prediction(model: ServedModel, row: np.ndarray, top_k: int, unknown_threshold: Optional[float] = None) -> dict:
     top = model.top_classes(row, top_k)
-    return {"class": top[0][0], "confidence": top[0][1],
+    body = {"class": top[0][0], "confidence": top[0][1],
             "top_k": [{"class": name, "probability": probability} for name, probability in top]}
+    if unknown_threshold is not None and top[0][1] < unknown_threshold:
+        # The same rule as `imgclf predict --unknown-threshold`: the best guess stays listed.
+        body["best_guess"], body["class"] = top[0][0], "unknown"
+    return body
 
 
 def _model_ref(model: ServedModel) -> dict:

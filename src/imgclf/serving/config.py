@@ -36,6 +36,9 @@ class ServeConfig(BaseModel):
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height decoded; larger images get 413.")
     max_batch_files: int = Field(64, ge=1, description="Most files one POST /predict/batch may carry.")
     top_k: int = Field(5, ge=1, description="Classes listed per result when the request gives no ?top_k=.")
+    unknown_threshold: Optional[float] = Field(
+        None, ge=0.0, le=1.0,
+        description="Answer class \"unknown\" (with best_guess) when the calibrated confidence is below this.")
     max_batch_size: int = Field(8, ge=1, description="Most images per model call when concurrent requests are batched.")
     max_latency_ms: float = Field(
         0.0, ge=0, le=10_000,
