@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from typing import Optional
 
 from imgclf.constants import DEFAULT_MAX_PIXELS
-from imgclf.errors import ImageError
-from imgclf.imageio import decode_pil
+from imgclf.imageio import thumbnail_data_uri
 
 THUMBNAIL_PIXELS = 96
 MAX_GROUPS_SHOWN = 200
@@ -29,14 +26,7 @@ img { max-width: 96px; max-height: 96px; display: block; margin: auto; }
 
 
 def _thumbnail(path: str, max_pixels: int) -> Optional[str]:
-    try:
-        image = decode_pil(path, max_pixels)
-    except ImageError:
-        return None
-    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return thumbnail_data_uri(path, THUMBNAIL_PIXELS, max_pixels, quality=80)
 
 
 def _group_html(group: dict, max_pixels: int) -> str:

@@ -36,7 +36,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -218,3 +218,18 @@ def load_image(source: Source, size: tuple[int, int], max_pixels: int = DEFAULT_
         uint8 array of shape (size[0], size[1], 3), values in [0, 255].
     """
     return np.asarray(resize_rgb(decode_pil(source, max_pixels), size), dtype=np.uint8)
+
+
+def thumbnail_data_uri(path: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, quality: int = 85) -> Optional[str]:
+    """Decode `path` by the rules above and return a JPEG thumbnail, at most `size` pixels a side,
+    as a `data:` URI for a self-contained HTML page; None when the file cannot be decoded."""
+    import base64
+
+    try:
+        image = decode_pil(path, max_pixels)
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

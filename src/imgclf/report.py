@@ -12,8 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from imgclf.errors import ImageError
-from imgclf.imageio import decode_pil
+from imgclf.imageio import thumbnail_data_uri
 
 GALLERY_SIZE = 48
 THUMBNAIL_PIXELS = 112
@@ -123,14 +122,7 @@ def training_curves_figure(history: list[dict]) -> Optional[str]:
 
 
 def _thumbnail(path: str) -> Optional[str]:
-    try:
-        image = decode_pil(path)
-    except ImageError:
-        return None
-    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return thumbnail_data_uri(path, THUMBNAIL_PIXELS)
 
 
 def _table(headers: list[str], rows: list[list]) -> str:

@@ -87,7 +87,7 @@ def verify_image(path: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """Read, hash and fully decode one file.
 
     Raises:
-        ImageError: when the file is not a usable image; `reason` says why.
+        ImageError: when the file is not a usable image; `reason` names the cause.
     """
     try:
         data = Path(path).read_bytes()
@@ -442,7 +442,7 @@ def scan_dataset(
 
     if not class_names:
         raise DatasetError(
-            f"{root}: no class folders found; a dataset root holds one sub-folder per class "
+            f"{root}: no class folders found; a dataset root contains one sub-folder per class "
             "(for example photos/cats/*.jpg and photos/dogs/*.jpg)"
         )
     result.class_folders = sorted(class_names)
